@@ -1,0 +1,44 @@
+"""Pick the Prefect task runner for CPU-heavy maps: local threads + processes, or a Ray cluster.
+
+`LMPIPE_TASK_RUNNER=ray` (or `run.task_runner: ray` in the spec) runs each unit as a Ray task via
+prefect-ray. The cluster is `RAY_ADDRESS` if set, else `run.ray_address`, else a local Ray started
+with `run.workers` CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from data_specs import CurateSpec, RunSpec
+
+
+def chosen_runner(run: RunSpec) -> str:
+    """'threads' or 'ray': the environment variable wins over the spec."""
+    choice = os.environ.get("LMPIPE_TASK_RUNNER", run.task_runner).strip().lower()
+    if choice not in ("threads", "ray"):
+        raise ValueError(f"LMPIPE_TASK_RUNNER={choice!r}: use 'threads' or 'ray'")
+    return choice
+
+
+def make_task_runner(run: RunSpec) -> TaskRunner:
+    """A task runner for the unit map, bounded to `run.workers` at a time."""
+    if chosen_runner(run) == "ray":
+        from prefect_ray import RayTaskRunner
+
+        address = os.environ.get("RAY_ADDRESS") or run.ray_address
+        if address:
+            return RayTaskRunner(address=address)
+        return RayTaskRunner(init_kwargs={"num_cpus": run.workers, "include_dashboard": False})
+    return ThreadPoolTaskRunner(max_workers=run.workers)
+
+
+def apply_run_overrides(spec: CurateSpec) -> CurateSpec:
+    """Apply LMPIPE_WORKERS to `run.workers` (execution only: the fingerprint does not change)."""
+    workers = os.environ.get("LMPIPE_WORKERS")
+    if not workers:
+        return spec
+    if not workers.isdigit() or int(workers) < 1:
+        raise ValueError(f"LMPIPE_WORKERS={workers!r}: use a positive integer")
+    return spec.model_copy(update={"run": spec.run.model_copy(update={"workers": int(workers)})})

@@ -1,0 +1,184 @@
+"""The run manifest (written last at the output root) and the markdown data card.
+
+Counts reconcile by construction and are checked: documents in = kept + dropped + duplicates, where
+documents in counts every record the readers saw, including those read from a failed input before
+its error.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from tasks.corpus.core import DedupOutcome
+from tasks.units.core import UnitResult
+
+MANIFEST_FORMAT = 1
+
+
+class ReconcileError(AssertionError):
+    """The manifest's counts do not add up: a bug, never a data problem."""
+
+
+def build_manifest(
+    *,
+    spec: dict[str, Any],
+    fingerprint: str,
+    run_key: str,
+    results: Sequence[UnitResult],
+    planning_problems: Sequence[tuple[str, str]],
+    outcome: DedupOutcome,
+    shards: Sequence[dict[str, Any]],
+    output: str,
+) -> dict[str, Any]:
+    """Everything a user needs to trust and reuse the corpus, in one JSON document."""
+    drops: Counter[str] = Counter()
+    for r in results:
+        drops.update(r.drops)
+    docs_in = sum(r.docs_in for r in results)
+    kept = sum(s["rows"] for s in shards)
+    dropped = sum(drops.values())
+    duplicates = sum(outcome.removed.values())
+    by_source: dict[int, dict[str, Any]] = {}
+    for r in results:
+        entry = by_source.setdefault(
+            r.source_index,
+            {"index": r.source_index, "kind": r.kind, "inputs": 0, "documents_in": 0, "after_cleaning": 0,
+             "text_bytes_after_cleaning": 0},
+        )
+        entry["inputs"] += 1
+        entry["documents_in"] += r.docs_in
+        entry["after_cleaning"] += r.kept
+        entry["text_bytes_after_cleaning"] += r.text_bytes
+    failed = [{"input": pattern, "error": error, "documents_read": 0} for pattern, error in planning_problems]
+    failed += [
+        {"input": r.label, "url": r.url, "error": r.error, "documents_read": r.docs_in}
+        for r in results
+        if r.error is not None
+    ]
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "name": spec["name"],
+        "version": spec["version"],
+        "fingerprint": fingerprint,
+        "run_key": run_key,
+        "output": output,
+        "counts": {
+            "documents_in": docs_in,
+            "kept": kept,
+            "dropped": dropped,
+            "duplicates_removed": duplicates,
+            "failed_inputs": len(failed),
+        },
+        "drop_reasons": dict(sorted(drops.items())),
+        "duplicates": {
+            **outcome.removed,
+            "clusters": outcome.clusters,
+            "cluster_sizes": {str(k): v for k, v in outcome.cluster_sizes.items()},
+            "candidate_pairs": outcome.candidate_pairs,
+            "verified_pairs": outcome.verified_pairs,
+            "removed_ids": outcome.removed_path,
+        },
+        "sources": [by_source[i] for i in sorted(by_source)],
+        "kept_by_source": outcome.kept_by_source,
+        "languages": outcome.kept_languages,
+        "failed_inputs": failed,
+        "inputs": [
+            {"label": r.label, "url": r.url, "range": [r.start, r.end], "unit_key": r.key,
+             "documents_in": r.docs_in, "kept": r.kept, "error": r.error}
+            for r in sorted(results, key=lambda r: (r.source_index, r.url, r.start or 0))
+        ],
+        "shards": list(shards),
+        "spec": spec,
+    }
+    check_reconciles(manifest)
+    return manifest
+
+
+def check_reconciles(manifest: dict[str, Any]) -> None:
+    """Raise ReconcileError unless in = kept + dropped + duplicates, and shards hold `kept` rows."""
+    c = manifest["counts"]
+    if c["documents_in"] != c["kept"] + c["dropped"] + c["duplicates_removed"]:
+        raise ReconcileError(
+            f"documents_in {c['documents_in']} != kept {c['kept']} + dropped {c['dropped']} + "
+            f"duplicates {c['duplicates_removed']}"
+        )
+    if sum(s["rows"] for s in manifest["shards"]) != c["kept"]:
+        raise ReconcileError("shard rows do not add up to kept")
+    if sum(manifest["drop_reasons"].values()) != c["dropped"]:
+        raise ReconcileError("drop reasons do not add up to dropped")
+
+
+def sample_examples(output: str, shards: Sequence[dict[str, Any]], per_source: int, chars: int) -> dict[str, list]:
+    """The first `per_source` documents of each source in corpus order, for the data card."""
+    examples: dict[str, list[dict[str, str]]] = {}
+    for shard in shards:
+        fs, path = url_to_fs(f"{output.rstrip('/')}/data/{shard['path']}")
+        table = pq.read_table(path, columns=["id", "source", "title", "url", "text"], filesystem=fs)
+        for row in table.to_pylist():
+            bucket = examples.setdefault(row["source"], [])
+            if len(bucket) < per_source:
+                text = row["text"][:chars].replace("\n", " ")
+                bucket.append({"id": row["id"], "where": row["title"] or row["url"] or "", "text": text})
+        if per_source and all(len(v) >= per_source for v in examples.values()) and len(examples) >= 3:
+            break
+    return examples
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.2f} MB"
+
+
+def render_data_card(manifest: dict[str, Any], examples: dict[str, list[dict[str, str]]]) -> str:
+    """A markdown data card: sources, sizes, languages, drop reasons, dedup rate, examples."""
+    c = manifest["counts"]
+    dedup = manifest["duplicates"]
+    after_clean = c["kept"] + c["duplicates_removed"]
+    rate = c["duplicates_removed"] / after_clean if after_clean else 0.0
+    total_bytes = sum(s["text_bytes"] for s in manifest["shards"])
+    lines = [
+        f"# Data card: {manifest['name']} (v{manifest['version']}, fingerprint `{manifest['fingerprint']}`)",
+        "",
+        f"- Documents in: **{c['documents_in']:,}**; kept: **{c['kept']:,}** "
+        f"({_mb(total_bytes)} of text in {len(manifest['shards'])} shard(s)); dropped by rules: "
+        f"{c['dropped']:,}; duplicates removed: {c['duplicates_removed']:,}.",
+        f"- Dedup rate (of documents that passed cleaning): **{rate:.1%}** — exact "
+        f"{dedup.get('dedup/exact', 0):,}, near {dedup.get('dedup/near', 0):,}; {dedup['clusters']:,} clusters.",
+        f"- Failed inputs: {c['failed_inputs']}.",
+        "",
+        "## Sources",
+        "",
+        "| # | kind | inputs | documents in | after cleaning | text after cleaning | kept after dedup |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for s in manifest["sources"]:
+        lines.append(
+            f"| {s['index']} | {s['kind']} | {s['inputs']} | {s['documents_in']:,} | {s['after_cleaning']:,} | "
+            f"{_mb(s['text_bytes_after_cleaning'])} | {manifest['kept_by_source'].get(s['kind'], 0):,} |"
+        )
+    lines += ["", "## Languages (kept documents)", "", "| language | documents |", "|---|---:|"]
+    lines += [f"| {lang} | {n:,} |" for lang, n in manifest["languages"].items()]
+    lines += ["", "## Drop reasons", "", "| reason | documents |", "|---|---:|"]
+    lines += [f"| `{reason}` | {n:,} |" for reason, n in sorted(manifest["drop_reasons"].items(), key=lambda kv: -kv[1])]
+    if dedup["cluster_sizes"]:
+        lines += ["", "## Duplicate cluster sizes", "", "| size | clusters |", "|---:|---:|"]
+        lines += [f"| {size} | {n:,} |" for size, n in dedup["cluster_sizes"].items()]
+    if manifest["failed_inputs"]:
+        lines += ["", "## Failed inputs", "", "| input | documents read | error |", "|---|---:|---|"]
+        lines += [
+            f"| {f['input']} | {f['documents_read']:,} | {f['error'].replace('|', '/')} |"
+            for f in manifest["failed_inputs"]
+        ]
+    if examples:
+        lines += ["", "## Example documents"]
+        for source, docs in examples.items():
+            lines += ["", f"### {source}"]
+            for d in docs:
+                lines += ["", f"**{d['id']}** — {d['where']}", "", f"> {d['text']}…"]
+    lines += ["", "## Shards", "", "| shard | rows | bytes | sha256 |", "|---|---:|---:|---|"]
+    lines += [f"| {s['path']} | {s['rows']:,} | {s['bytes']:,} | `{s['sha256'][:16]}…` |" for s in manifest["shards"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,136 @@
+"""Banded LSH candidate pairs, signature verification and union-find, all vectorised with numpy.
+
+Rows here are *local* indices 0..m-1 that the caller has already sorted by survivor priority, so the
+smallest local index of a cluster is its survivor and every step is independent of input row order.
+Memory: one band (m,) uint64 key array at a time plus the unique candidate pairs; never m x m.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tasks.dedup.minhash import _fmix64
+
+_BAND_MUL = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for the row fold
+_VERIFY_CHUNK = 1 << 16  # pairs compared per block: (chunk, P) uint32 x 2
+
+
+def band_keys(band: np.ndarray) -> np.ndarray:
+    """(m, r) uint32 band values -> (m,) uint64 bucket keys (row fold `k = k*M + v`, then fmix64)."""
+    key = np.zeros(band.shape[0], dtype=np.uint64)
+    for j in range(band.shape[1]):
+        key *= _BAND_MUL
+        key += band[:, j]
+    return _fmix64(key)
+
+
+def bucket_pairs(keys: np.ndarray, bucket_cap: int, anchors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (lo, hi) of local indices sharing a bucket key, lo < hi.
+
+    A bucket with up to `bucket_cap` members yields all k(k-1)/2 pairs. A larger bucket (a template
+    or boilerplate page repeated thousands of times) yields only (anchor, member) pairs for its first
+    `anchors` members -- the highest-priority ones -- so it costs O(k * anchors) rather than O(k^2).
+    Members similar to an anchor still join its cluster; a member similar only to other non-anchor
+    members of a giant bucket can be missed in this band (other bands usually catch it).
+    """
+    order = np.argsort(keys, kind="stable")  # stable: members of a bucket in ascending local index
+    sk = keys[order]
+    starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
+    sizes = np.diff(np.r_[starts, keys.size])
+    los, his = [], []
+    for k in np.unique(sizes[(sizes >= 2) & (sizes <= bucket_cap)]):
+        st = starts[sizes == k]  # (nb,)
+        iu, ju = np.triu_indices(int(k), 1)  # (k(k-1)/2,)
+        los.append(order[st[:, None] + iu[None, :]].ravel())
+        his.append(order[st[:, None] + ju[None, :]].ravel())
+    for st, k in zip(starts[sizes > bucket_cap], sizes[sizes > bucket_cap]):
+        members = order[st : st + k]
+        for i in range(min(anchors, int(k))):
+            los.append(np.full(k - i - 1, members[i]))
+            his.append(members[i + 1 :])
+    if not los:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    return np.concatenate(los).astype(np.int64), np.concatenate(his).astype(np.int64)
+
+
+def verify(sig: np.ndarray, lo: np.ndarray, hi: np.ndarray, threshold: float) -> np.ndarray:
+    """Boolean mask: estimated Jaccard (share of equal values over all P) >= threshold, as `MinHash.jaccard`."""
+    keep = np.zeros(lo.size, dtype=bool)
+    P = sig.shape[1]
+    for c0 in range(0, lo.size, _VERIFY_CHUNK):
+        c1 = c0 + _VERIFY_CHUNK
+        eq = np.count_nonzero(sig[lo[c0:c1]] == sig[hi[c0:c1]], axis=1)
+        keep[c0:c1] = eq / P >= threshold
+    return keep
+
+
+def components(m: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(m,) root of each node's connected component; the root is the component's smallest index.
+
+    Vectorised union-find: hook the larger root of every still-split edge under the smaller one
+    (`np.minimum.at`), then pointer-jump until every node points at its root; repeat until no edge
+    spans two roots. Deterministic: it depends only on the edge set, not on edge order.
+    """
+    parent = np.arange(m, dtype=np.int64)
+    while lo.size:
+        rl, rh = parent[lo], parent[hi]
+        split = rl != rh
+        if not split.any():
+            break
+        lo, hi = lo[split], hi[split]
+        np.minimum.at(parent, np.maximum(rl[split], rh[split]), np.minimum(rl[split], rh[split]))
+        while True:  # pointer jumping
+            pp = parent[parent]
+            if np.array_equal(pp, parent):
+                break
+            parent = pp
+    return parent
+
+
+@dataclass(frozen=True)
+class NearDupGraph:
+    root: np.ndarray  # (m,) survivor (smallest local index) of each row's cluster
+    candidate_pairs: int
+    verified_pairs: int
+
+
+def near_duplicates(
+    sig: np.ndarray,
+    bands: int,
+    rows: int,
+    threshold: float,
+    verify_mode: str,
+    bucket_cap: int,
+    anchors: int,
+) -> NearDupGraph:
+    """Cluster the rows of `sig` (m, P), already in survivor-priority order, by LSH + verification.
+
+    Bands are processed one at a time; each band's pairs are de-duplicated against the pairs seen
+    in earlier bands (a sorted int64 code array), so a pair is verified once.
+    """
+    m = sig.shape[0]
+    seen = np.zeros(0, dtype=np.int64)  # sorted codes lo*m + hi of pairs already examined
+    edges_lo, edges_hi = [], []
+    n_cand = n_ver = 0
+    for band in range(bands):
+        keys = band_keys(sig[:, band * rows : (band + 1) * rows])
+        lo, hi = bucket_pairs(keys, bucket_cap, anchors)
+        codes = np.unique(lo * m + hi)
+        codes = codes[~np.isin(codes, seen, assume_unique=True)]
+        if codes.size == 0:
+            continue
+        seen = np.union1d(seen, codes)
+        lo, hi = codes // m, codes % m
+        n_cand += codes.size
+        keep = verify(sig, lo, hi, threshold) if verify_mode == "signature" else np.ones(lo.size, dtype=bool)
+        n_ver += int(keep.sum())
+        edges_lo.append(lo[keep])
+        edges_hi.append(hi[keep])
+    if edges_lo:
+        root = components(m, np.concatenate(edges_lo), np.concatenate(edges_hi))
+    else:
+        root = np.arange(m, dtype=np.int64)
+    return NearDupGraph(root=root, candidate_pairs=n_cand, verified_pairs=n_ver)

@@ -1,0 +1,221 @@
+"""Parquet layout of curated documents: the explicit schema, atomic writes, balanced shard plans.
+
+Two kinds of files use the same document columns:
+- *unit files* (`_work/units/<key>.parquet`): everything one work unit kept, plus the dedup columns
+  (`exact_key`, `minhash`, `n_bytes`); they make reruns free and feed global dedup;
+- *shards* (`data/shard-00000-of-00004.parquet`): the deduplicated corpus, balanced by text bytes.
+
+Every file is written to a temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from tasks.clean.core import SIGNAL_NAMES
+from tasks.common.documents import Document
+
+DOC_FIELDS: list[pa.Field] = [
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("text", pa.large_string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("url", pa.string()),
+    pa.field("title", pa.string()),
+    pa.field("date", pa.string()),
+    pa.field("origin", pa.string(), nullable=False),
+    pa.field("lang", pa.string()),
+    pa.field("lang_score", pa.float32()),
+    *(pa.field(name, pa.float32()) for name in SIGNAL_NAMES),
+]
+DOC_SCHEMA = pa.schema(DOC_FIELDS)
+DOC_COLUMNS = DOC_SCHEMA.names
+
+
+def unit_schema(num_perm: int) -> pa.Schema:
+    """Document columns plus what global dedup needs, so it never re-reads text."""
+    return pa.schema(
+        [
+            *DOC_FIELDS,
+            pa.field("n_bytes", pa.int64(), nullable=False),
+            pa.field("exact_key", pa.binary(16), nullable=False),
+            pa.field("minhash", pa.list_(pa.uint32(), num_perm), nullable=False),
+        ]
+    )
+
+
+def documents_to_columns(docs: Sequence[Document]) -> dict[str, list]:
+    """Column lists in DOC_SCHEMA order for a batch of documents."""
+    cols: dict[str, list] = {
+        "id": [d.id for d in docs],
+        "text": [d.text for d in docs],
+        "source": [d.source for d in docs],
+        "url": [d.url for d in docs],
+        "title": [d.title for d in docs],
+        "date": [d.date for d in docs],
+        "origin": [d.origin for d in docs],
+        "lang": [d.lang for d in docs],
+        "lang_score": [d.lang_score for d in docs],
+    }
+    for name in SIGNAL_NAMES:
+        cols[name] = [d.signals.get(name) for d in docs]
+    return cols
+
+
+def writer_options(compression_level: int) -> dict:
+    """Parquet options shared by every writer: zstd, stats on, no wall-clock metadata (byte-stable)."""
+    return {"compression": "zstd", "compression_level": compression_level, "write_statistics": True}
+
+
+class AtomicParquetWriter:
+    """Stream row groups into `<path>.tmp-<uuid>` and rename to `path` on `commit()`."""
+
+    def __init__(self, path: str, schema: pa.Schema, compression_level: int = 3):
+        self.fs, self.path = url_to_fs(path)
+        parent = os.path.dirname(self.path)
+        if parent:
+            self.fs.makedirs(parent, exist_ok=True)
+        self.tmp = f"{self.path}.tmp-{uuid.uuid4().hex[:8]}"
+        self._file = self.fs.open(self.tmp, "wb")
+        self._writer = pq.ParquetWriter(self._file, schema, **writer_options(compression_level))
+        self.schema = schema
+        self.rows = 0
+
+    def write(self, table: pa.Table, row_group_rows: int) -> None:
+        if table.num_rows:
+            self._writer.write_table(table.cast(self.schema), row_group_size=row_group_rows)
+            self.rows += table.num_rows
+
+    def commit(self) -> None:
+        self._writer.close()
+        self._file.close()
+        self.fs.mv(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+            self._file.close()
+        finally:
+            if self.fs.exists(self.tmp):
+                self.fs.rm(self.tmp)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write a small file (JSON, markdown) to a temp name, then rename."""
+    fs, p = url_to_fs(path)
+    parent = os.path.dirname(p)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, p)
+
+
+def file_sha256(path: str) -> tuple[str, int]:
+    """(sha256 hex, size in bytes) of a file at any fsspec URL."""
+    digest = hashlib.sha256()
+    size = 0
+    with fsspec.open(path, "rb") as f:
+        while chunk := f.read(4 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSlice:
+    """Rows `[start, stop)` of the kept-row list of one unit file, in unit order."""
+
+    unit_path: str
+    rows: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ShardPlan:
+    """One output shard: where it goes and which unit rows it holds, in order."""
+
+    index: int
+    count: int
+    path: str
+    slices: tuple[ShardSlice, ...]
+    rows: int
+    text_bytes: int
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"shard-{index:05d}-of-{count:05d}.parquet"
+
+
+def plan_balanced_shards(
+    kept: Iterable[tuple[str, int, int]], data_dir: str, target_bytes: int
+) -> list[ShardPlan]:
+    """Split kept rows `(unit_path, row, text_bytes)`, in corpus order, into balanced shards.
+
+    The shard count is `ceil(total / target)`; row `i` goes to shard `floor(bytes_before_i * k / total)`,
+    so every shard holds close to `total / k` bytes (documents are never split). The plan depends only
+    on the kept rows and the target, never on worker count.
+    """
+    rows = list(kept)
+    total = sum(b for _, _, b in rows)
+    count = max(1, math.ceil(total / target_bytes)) if rows else 0
+    count = min(count, len(rows))
+    buckets: list[list[tuple[str, int, int]]] = [[] for _ in range(count)]
+    before = 0
+    for unit_path, row, n_bytes in rows:
+        index = min(count - 1, (before * count) // total) if total else 0
+        buckets[index].append((unit_path, row, n_bytes))
+        before += n_bytes
+    plans = []
+    for index, bucket in enumerate(buckets):
+        slices: list[ShardSlice] = []
+        current: list[int] = []
+        current_unit: str | None = None
+        for unit_path, row, _ in bucket:
+            if unit_path != current_unit and current:
+                slices.append(ShardSlice(current_unit, tuple(current)))  # type: ignore[arg-type]
+                current = []
+            current_unit = unit_path
+            current.append(row)
+        if current:
+            slices.append(ShardSlice(current_unit, tuple(current)))  # type: ignore[arg-type]
+        plans.append(
+            ShardPlan(
+                index=index,
+                count=count,
+                path=f"{data_dir.rstrip('/')}/{shard_name(index, count)}",
+                slices=tuple(slices),
+                rows=len(bucket),
+                text_bytes=sum(b for _, _, b in bucket),
+            )
+        )
+    return plans
+
+
+def write_shard(plan: ShardPlan, row_group_rows: int, compression_level: int) -> dict:
+    """Copy the planned rows from unit files into one shard; returns its manifest entry."""
+    writer = AtomicParquetWriter(plan.path, DOC_SCHEMA, compression_level)
+    try:
+        for piece in plan.slices:
+            fs, path = url_to_fs(piece.unit_path)
+            table = pq.read_table(path, columns=DOC_COLUMNS, filesystem=fs)
+            writer.write(table.take(pa.array(piece.rows, pa.int64())), row_group_rows)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    sha, size = file_sha256(plan.path)
+    return {"path": plan.name, "rows": writer.rows, "bytes": size, "text_bytes": plan.text_bytes, "sha256": sha}
