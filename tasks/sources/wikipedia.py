@@ -120,6 +120,7 @@ def _page_blocks(unit: WorkUnit) -> Iterator[bytes]:
     last_owned = True
     n_pages = 0
     search_close_from = -1
+    got_any = False
     chunks = _chunks(unit)
     while True:
         try:
@@ -130,6 +131,7 @@ def _page_blocks(unit: WorkUnit) -> Iterator[bytes]:
         except Exception as exc:  # noqa: BLE001 - decompression errors end the unit after the complete pages
             chunk, failure = None, exc
         if chunk is not None:
+            got_any = True
             if owned_len:
                 owned_limit = received + owned_len
             last_owned = owned_len == len(chunk)
@@ -139,16 +141,16 @@ def _page_blocks(unit: WorkUnit) -> Iterator[bytes]:
         while True:
             open_at = buf.find(_PAGE_OPEN)
             if open_at < 0:
-                # keep a tail that may hold the start of a split "<page>" tag
-                keep = len(_PAGE_OPEN) - 1
+                # keep a tail that may hold a split "<page>" tag, or the closing </mediawiki>
+                keep = 64
                 if len(buf) > keep:
                     tail = bytes(buf[-keep:])
                     buf_offset += len(buf) - keep
                     buf = bytearray(tail)
                 search_close_from = -1
                 break
-            if buf_offset + open_at >= owned_limit and (chunk is None or not last_owned or owned_limit < received):
-                return  # the next page belongs to the next unit
+            if buf_offset + open_at >= owned_limit:
+                return  # owned bytes are over (later chunks are not ours): the next page is the next unit's
             close_at = buf.find(_PAGE_CLOSE, max(open_at, search_close_from))
             if close_at < 0:
                 search_close_from = max(open_at, len(buf) - len(_PAGE_CLOSE))
@@ -173,15 +175,20 @@ def _page_blocks(unit: WorkUnit) -> Iterator[bytes]:
             f"truncated input: a <page> at byte {buf_offset + open_at} of the decompressed stream never "
             f"closes; {n_pages} complete pages were read"
         )
-    if last_owned and unit.end is None and b"</mediawiki>" not in buf:
-        raise ReaderError(f"truncated input: no closing </mediawiki> after {n_pages} complete pages")
+    whole = unit.start is None and unit.end is None
+    if (whole or (got_any and last_owned)) and b"</mediawiki>" not in buf:
+        what = "empty input" if not got_any else "truncated input: no closing </mediawiki>"
+        raise ReaderError(f"{what} after {n_pages} complete pages")
 
 
 def _chunks(unit: WorkUnit) -> Iterator[tuple[bytes, int]]:
     """Decompressed chunks of the unit, each with how many of its leading bytes the unit owns."""
     if unit.start is None and unit.end is None:
         with open_decompressed(unit.url) as (stream, _):
-            while chunk := stream.read(CHUNK_BYTES):
+            # read1: one raw read per call, so data decoded before a damaged part is returned before the
+            # error (read(n) of a buffered decompressor loses it when a later raw read raises)
+            read = getattr(stream, "read1", stream.read)
+            while chunk := read(CHUNK_BYTES):
                 yield chunk, len(chunk)
         return
     start, end = unit.start or 0, unit.end
@@ -329,7 +336,6 @@ _LIST = re.compile(r"^[*#:;]+\s*", re.M)
 _BOLD_ITALIC = re.compile(r"'{2,}")
 _MAGIC = re.compile(r"__[A-Z]+__")
 _INTERLANG = re.compile(r"[a-z]{2,3}(?:-[a-z]{2,8})*")
-_SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANKS = re.compile(r"\n{3,}")
 
 
@@ -350,9 +356,8 @@ def wikitext_to_text(text: str, drop_prefixes: set[str] = _DEFAULT_DROP) -> str:
 
 
 def _tidy(text: str) -> str:
-    text = _SPACES.sub(" ", text)
-    lines = [line.strip() for line in text.split("\n")]
-    return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
+    """Collapse runs of spaces inside lines and runs of blank lines."""
+    return _BLANKS.sub("\n\n", "\n".join([" ".join(line.split()) for line in text.split("\n")])).strip()
 
 
 def _strip_braces(text: str) -> str:
@@ -426,26 +431,51 @@ def _link_text(inner: str, drop_prefixes: set[str]) -> str:
 
 
 def wikitext_to_text_mwparserfromhell(text: str, drop_prefixes: set[str] = _DEFAULT_DROP) -> str:
-    """The same conversion with mwparserfromhell's full parse (about 35x slower; kept as a reference)."""
+    """The same conversion from mwparserfromhell's full parse tree (the slow reference path).
+
+    Walks the tree once: templates, comments, refs, tables and file/category/interlanguage links emit
+    nothing; other tags, links and headings emit their visible text.
+    """
     import mwparserfromhell
 
-    code = mwparserfromhell.parse(text)
-    doomed = []
-    for node in code.ifilter(recursive=True):
-        name = type(node).__name__
-        if name == "Template" or name == "Comment":
-            doomed.append(node)
-        elif name == "Tag" and str(node.tag).strip().lower() in ("ref", "references", "table", "gallery", "math"):
-            doomed.append(node)
-        elif name == "Wikilink":
+    return _tidy(html.unescape("".join(_mwp_walk(mwparserfromhell.parse(text), drop_prefixes))))
+
+
+_MWP_DROP_TAGS = set(_INVISIBLE.split("|")) | {"table"}
+
+
+def _mwp_walk(code, drop_prefixes: set[str]) -> Iterator[str]:  # noqa: ANN001, C901
+    from mwparserfromhell import nodes
+
+    for node in code.nodes:
+        if isinstance(node, nodes.Text):
+            yield node.value
+        elif isinstance(node, (nodes.Template, nodes.Comment, nodes.Argument)):
+            continue
+        elif isinstance(node, nodes.Tag):
+            if str(node.tag).strip().lower() in _MWP_DROP_TAGS:
+                continue
+            if node.contents is not None:
+                yield from _mwp_walk(node.contents, drop_prefixes)
+            if str(node.tag).lower() in ("li", "dt", "dd", "br", "p", "tr"):
+                yield "\n"
+        elif isinstance(node, nodes.Wikilink):
             target = str(node.title).strip()
             if ":" in target and not target.startswith(":"):
                 prefix = target.split(":", 1)[0].strip().lower()
                 if prefix in drop_prefixes or _INTERLANG.fullmatch(prefix):
-                    doomed.append(node)
-    for node in doomed:
-        try:
-            code.remove(node)
-        except ValueError:
-            pass  # already gone with its parent
-    return _tidy(code.strip_code(normalize=True, collapse=True))
+                    continue
+            if node.text is not None and str(node.text).strip():
+                yield from _mwp_walk(node.text, drop_prefixes)
+            else:
+                yield target.lstrip(":").split("#", 1)[0]
+        elif isinstance(node, nodes.ExternalLink):
+            if node.brackets:
+                if node.title is not None:
+                    yield from _mwp_walk(node.title, drop_prefixes)
+            else:
+                yield str(node.url)
+        elif isinstance(node, nodes.Heading):
+            yield from _mwp_walk(node.title, drop_prefixes)
+        elif isinstance(node, nodes.HTMLEntity):
+            yield node.normalize()
