@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from data_specs._base import StrictModel
 from data_specs.clean import C4Spec, FilterSetSpec, FineWebSpec, GopherQualitySpec, GopherRepetitionSpec
@@ -75,7 +75,20 @@ class CommonCrawlSource(_SourceBase):
     """Common Crawl WARC (HTML `response` records) or WET (`conversion` records) files."""
 
     kind: Literal["common_crawl"]
-    paths: list[str] = Field(min_length=1, description="Globs or fsspec URLs of .warc(.gz) / .wet(.gz) files.")
+    paths: list[str] = Field(
+        default_factory=list, description="Globs or fsspec URLs of .warc(.gz) / .wet(.gz) files."
+    )
+    paths_file: str | None = Field(
+        None,
+        description="A Common Crawl path listing (e.g. .../CC-MAIN-2024-22/wet.paths.gz, compressed or not): "
+        "one relative path per line, joined to `base_url`. Added after `paths`.",
+    )
+    base_url: str = Field(
+        "https://data.commoncrawl.org/", description="Prefix for the relative paths listed in `paths_file`."
+    )
+    max_files: int | None = Field(
+        None, ge=1, description="Take only the first N files of `paths_file` (a slice of a crawl); null = all."
+    )
     extractor: Literal["resiliparse", "trafilatura"] = Field(
         "resiliparse", description="HTML to text for WARC: resiliparse (fast, default) or trafilatura."
     )
@@ -84,6 +97,12 @@ class CommonCrawlSource(_SourceBase):
         5_000_000, ge=1, description="Skip HTML payloads larger than this (reason common_crawl/html_too_large)."
     )
     filters: FilterSetSpec = Field(default_factory=FilterSetSpec, description="Quality filters.")
+
+    @model_validator(mode="after")
+    def _has_inputs(self) -> CommonCrawlSource:
+        if not self.paths and not self.paths_file:
+            raise ValueError("give `paths` (files or globs) or `paths_file` (a Common Crawl path listing)")
+        return self
 
 
 class BooksSource(_SourceBase):

@@ -30,8 +30,24 @@ def make_task_runner(run: RunSpec) -> TaskRunner:
         address = os.environ.get("RAY_ADDRESS") or run.ray_address
         if address:
             return RayTaskRunner(address=address)
-        return RayTaskRunner(init_kwargs={"num_cpus": run.workers, "include_dashboard": False})
+        init_kwargs: dict = {"num_cpus": run.workers, "include_dashboard": False}
+        if api_url := _current_api_url():
+            # Point Ray's workers at this run's Prefect API (also the temporary local server), so their task
+            # runs land in the same flow run instead of each starting a server of its own.
+            init_kwargs["runtime_env"] = {"env_vars": {"PREFECT_API_URL": api_url}}
+        return RayTaskRunner(init_kwargs=init_kwargs)
     return ThreadPoolTaskRunner(max_workers=run.workers)
+
+
+def _current_api_url() -> str | None:
+    """The API URL this process talks to (the temporary server's when PREFECT_API_URL is unset)."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            return str(client.api_url).rstrip("/")
+    except Exception:  # noqa: BLE001 - no API at all: Ray workers fall back to their own
+        return None
 
 
 def apply_run_overrides(spec: CurateSpec) -> CurateSpec:

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from data_specs.sources import HFDatasetSource, SourceSpec, WikipediaSource
+from data_specs.sources import CommonCrawlSource, HFDatasetSource, SourceSpec, WikipediaSource
 from tasks.common.documents import Document, Dropped
-from tasks.common.io import content_fingerprint, expand_paths, file_size
+from tasks.common.io import content_fingerprint, expand_paths, file_size, open_decompressed
 
 
 class ReaderError(Exception):
@@ -44,6 +44,8 @@ class WorkUnit:
     @property
     def label(self) -> str:
         """Short human label: the file's basename, plus the byte range when there is one."""
+        if self.url.startswith("hf://"):
+            return self.url.removeprefix("hf://")
         path = urlsplit(self.url).path if "://" in self.url else self.url
         name = os.path.basename(path.rstrip("/")) or self.url
         if self.start is None and self.end is None:
@@ -62,6 +64,10 @@ def plan_units(source: SourceSpec, source_index: int) -> tuple[list[WorkUnit], l
         url = f"hf://{source.name}{'/' + source.config if source.config else ''}:{source.split}"
         return [WorkUnit(source_index, source.kind, url)], []
     files, problems = expand_paths(list(source.paths))
+    if isinstance(source, CommonCrawlSource) and source.paths_file:
+        listed, problem = read_paths_listing(source.paths_file, source.base_url, source.max_files)
+        files += [f for f in listed if f not in files]
+        problems += problem
     units: list[WorkUnit] = []
     for url in files:
         if isinstance(source, WikipediaSource) and source.split_bytes:
@@ -74,6 +80,20 @@ def plan_units(source: SourceSpec, source_index: int) -> tuple[list[WorkUnit], l
                 continue
         units.append(WorkUnit(source_index, source.kind, url))
     return units, problems
+
+
+def read_paths_listing(listing: str, base_url: str, max_files: int | None) -> tuple[list[str], list[tuple[str, str]]]:
+    """URLs from a Common Crawl `*.paths(.gz)` listing: one path per line, relative to `base_url`."""
+    try:
+        with open_decompressed(listing) as (stream, _):
+            lines = stream.read().decode("utf-8").splitlines()
+    except Exception as exc:  # noqa: BLE001 - reported in the manifest, the other sources still run
+        return [], [(listing, f"cannot read the path listing: {type(exc).__name__}: {exc}")]
+    paths = [line.strip() for line in lines if line.strip()]
+    if max_files is not None:
+        paths = paths[:max_files]
+    urls = [p if "://" in p else base_url.rstrip("/") + "/" + p.lstrip("/") for p in paths]
+    return urls, ([] if urls else [(listing, "the path listing is empty")])
 
 
 def unit_content_fingerprint(source: SourceSpec, unit: WorkUnit) -> str:
@@ -127,7 +147,3 @@ def read_unit(source: SourceSpec, unit: WorkUnit) -> Iterator[Document | Dropped
             if limit is not None and n_docs >= limit:
                 return
 
-
-def decode_text(data: bytes) -> str:
-    """UTF-8 with replacement characters for invalid bytes: never raises."""
-    return data.decode("utf-8", errors="replace")

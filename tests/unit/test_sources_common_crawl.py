@@ -1,0 +1,117 @@
+"""Common Crawl reader: WARC HTML responses (charset, boilerplate, non-HTML), WET, damaged inputs."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from data_specs.sources import CommonCrawlSource
+from tasks.common.documents import Document, Dropped
+from tasks.sources.common_crawl import decode_html
+from tasks.sources.core import ReaderError, WorkUnit, plan_units, read_unit
+
+CC = Path(__file__).resolve().parents[1] / "fixtures" / "sample_corpus" / "cc"
+
+
+def spec(path, **kw) -> CommonCrawlSource:
+    return CommonCrawlSource(kind="common_crawl", paths=[str(path)], **kw)
+
+
+def read_all(source):
+    units, problems = plan_units(source, 0)
+    assert not problems
+    return [r for u in units for r in read_unit(source, u)]
+
+
+def test_sample_warc():
+    records = read_all(spec(CC / "sample.warc.gz"))
+    drops = [r for r in records if isinstance(r, Dropped)]
+    assert drops == [Dropped("common_crawl/00000000-0000-4000-8000-000000000115", "common_crawl/not_html")]
+    docs = {d.url: d for d in records if isinstance(d, Document)}
+    assert len(docs) == 9  # warcinfo and request records are skipped, not counted
+    garden = docs["https://www.example-news.com/garden"]
+    assert garden.id == "common_crawl/00000000-0000-4000-8000-000000000101"
+    assert garden.date == "2024-05-18T01:00:00Z" and garden.origin == str(CC / "sample.warc.gz")
+    assert "Starting a vegetable garden" in garden.text
+    assert "Privacy policy" not in garden.text and "Log in" not in garden.text  # main content only
+    cafe = docs["http://www.example-food.com/cafe.html"].text  # windows-1252 declared in the HTTP header
+    assert "café" in cafe and "naïve" in cafe and "Zoë" in cafe and "crème brûlée" in cafe and "\ufffd" not in cafe
+    assert "help.desk@example-support.org" in docs["https://www.example-news.com/support"].text
+    assert docs["https://mirror.example-copies.net/garden-copy"].text == garden.text
+
+
+def test_sample_wet():
+    records = read_all(spec(CC / "sample.warc.wet.gz"))
+    assert len(records) == 5 and all(isinstance(r, Document) for r in records)
+    assert records[0].id == "common_crawl/00000000-0000-4000-9000-000000000010"
+    assert records[0].text.startswith("The quiet return of the night train")
+
+
+def test_html_too_large_and_max_documents():
+    records = read_all(spec(CC / "sample.warc.gz", max_html_bytes=1000))
+    assert {r.reason for r in records if isinstance(r, Dropped)} == {"common_crawl/not_html", "common_crawl/html_too_large"}
+    assert len(read_all(spec(CC / "sample.warc.gz", max_documents=3))) == 3
+
+
+def test_trafilatura_missing_says_how_to_install():
+    pytest.importorskip("resiliparse")
+    try:
+        import trafilatura  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"lmpipe\[extract\]"):
+            read_all(spec(CC / "sample.warc.gz", extractor="trafilatura"))
+    else:
+        pytest.skip("trafilatura is installed")
+
+
+def warc_record(kind: str, rid: str, block: bytes, extra: str = "") -> bytes:
+    head = f"WARC/1.0\r\nWARC-Type: {kind}\r\nWARC-Record-ID: <urn:uuid:{rid}>\r\n{extra}Content-Length: {len(block)}\r\n\r\n"
+    return head.encode() + block + b"\r\n\r\n"
+
+
+def test_truncated_warc_yields_complete_records_then_raises(tmp_path):
+    data = gzip.decompress((CC / "sample.warc.wet.gz").read_bytes())
+    for cut, match in ((data.rfind(b"WARC/1.0") + 30, "header truncated"), (len(data) - 40, "body truncated")):
+        path = tmp_path / f"cut{cut}.warc.gz"
+        path.write_bytes(gzip.compress(data[:cut], mtime=0))
+        got = []
+        with pytest.raises(ReaderError, match=match):
+            got.extend(read_unit(spec(path), WorkUnit(0, "common_crawl", str(path))))
+        assert len(got) == 4
+
+
+def test_gzip_cut_mid_member(tmp_path):
+    raw = (CC / "sample.warc.gz").read_bytes()
+    path = tmp_path / "cut.warc.gz"
+    path.write_bytes(raw[: len(raw) - 500])
+    got = []
+    with pytest.raises(ReaderError):
+        got.extend(read_unit(spec(path), WorkUnit(0, "common_crawl", str(path))))
+    assert 5 <= len(got) <= 10
+
+
+def test_invalid_utf8_wet_and_undeclared_charset(tmp_path):
+    html = "<html><head><title>t</title></head><body><p>Le café était très agréable et élégant.</p></body></html>"
+    http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + html.encode("latin-1")
+    data = warc_record("conversion", "a", b"bad \xff\xfe bytes") + warc_record(
+        "response", "b", http, "WARC-Target-URI: http://x.fr/\r\nContent-Type: application/http; msgtype=response\r\n"
+    ) + warc_record("metadata", "c", b"x: y")
+    path = tmp_path / "mixed.warc"
+    path.write_bytes(data)
+    wet, page = read_all(spec(path, main_content=False))
+    assert wet.text == "bad \ufffd\ufffd bytes" and wet.id == "common_crawl/a"
+    assert "café était très agréable" in page.text and page.url == "http://x.fr/"
+
+
+def test_decode_html_never_raises():
+    assert decode_html(b"caf\xe9", "text/html; charset=utf-8")  # wrong declared charset: detected instead
+    assert decode_html(b"abc", "text/html; charset=no-such-codec") == "abc"
+
+
+def test_not_a_warc(tmp_path):
+    path = tmp_path / "x.warc"
+    path.write_bytes(b"hello world\n")
+    with pytest.raises(ReaderError, match="not a WARC record"):
+        read_all(spec(path))
