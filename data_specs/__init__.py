@@ -17,6 +17,16 @@ from pydantic import BaseModel, ValidationError
 from data_specs.clean import CleanSpec, FilterSetSpec, LanguageSpec, PIISpec
 from data_specs.curate import CurateSpec, DataCardSpec, RunSpec, ShardSpec
 from data_specs.dedup import DedupSpec, ExactDedupSpec, MinHashSpec
+from data_specs.pretrain import (
+    DataSpec,
+    MLflowSpec,
+    ModelSpec,
+    PackingSpec,
+    PretrainSpec,
+    ScalingSpec,
+    TokenizerSpec,
+    TrainSpec,
+)
 from data_specs.sources import BooksSource, CommonCrawlSource, HFDatasetSource, SourceSpec, WikipediaSource
 
 SPECS_DIR = Path(__file__).resolve().parent
@@ -54,6 +64,11 @@ def load_curate_spec(path: str | Path) -> CurateSpec:
     return load_spec(path, CurateSpec)
 
 
+def load_pretrain_spec(path: str | Path) -> PretrainSpec:
+    """Load and validate a pretrain spec."""
+    return load_spec(path, PretrainSpec)
+
+
 def canonical_json(value: Any) -> str:
     """Stable JSON text of a spec (or plain value): sorted keys, no whitespace."""
     if isinstance(value, BaseModel):
@@ -73,6 +88,15 @@ def curate_fingerprint(spec: CurateSpec) -> str:
 
 __all__ = [
     "SPECS_DIR",
+    "DataSpec",
+    "MLflowSpec",
+    "ModelSpec",
+    "PackingSpec",
+    "PretrainSpec",
+    "ScalingSpec",
+    "TokenizerSpec",
+    "TrainSpec",
+    "load_pretrain_spec",
     "BooksSource",
     "CleanSpec",
     "CommonCrawlSource",
