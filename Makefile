@@ -1,12 +1,13 @@
 # lmpipe: two commands do all the set-up on a fresh machine.
-#   make demo   - create .venv if missing, then run the whole pipeline on the bundled sample corpus
+#   make demo   - create .venv if missing, then run the whole pipeline on the bundled sample corpus:
+#                 curate -> tokenize -> pretrain (tiny GPT, 2 Ray workers) -> registered in MLflow
 #   make test   - create .venv if missing, then run the default test suite (what CI runs)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmpipe-installed
-OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PREFECT_SERVER_ANALYTICS_ENABLED=false
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false RAY_USAGE_STATS_ENABLED=0
 
 .PHONY: venv demo test test-all bench clean
 
@@ -20,6 +21,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(OFFLINE) $(BIN)/lmpipe curate data_specs/curate/sample.yaml
+	$(OFFLINE) $(BIN)/lmpipe pretrain data_specs/pretrain/sample_gpt.yaml
 
 test: $(STAMP)
 	@set +e; $(OFFLINE) $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
@@ -32,6 +34,8 @@ bench: $(STAMP)
 	$(OFFLINE) $(BIN)/python benchmarks/bench_curate.py
 	$(OFFLINE) $(BIN)/python benchmarks/bench_minhash.py
 	$(OFFLINE) $(BIN)/python benchmarks/bench_dedup_quality.py
+	$(OFFLINE) $(BIN)/python benchmarks/bench_tokenizer.py
+	$(OFFLINE) $(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -1,9 +1,12 @@
 """The `lmpipe` command line.
 
     lmpipe curate SPEC [--workers N] [--runner threads|ray]
+    lmpipe tokenize SPEC
+    lmpipe pretrain SPEC [--new-run]
     lmpipe validate SPEC
 
-Exit codes: 0 all inputs read; 1 the run finished but some inputs failed (listed); 2 bad spec.
+Exit codes: 0 success; 1 the run finished but some inputs failed (curate) or the job failed (pretrain);
+2 bad spec, or a spec that cannot run (preflight).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from data_specs import SpecError, curate_fingerprint, load_curate_spec
+import yaml
+
+from data_specs import SpecError, curate_fingerprint, load_curate_spec, load_pretrain_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="lmpipe: raw text to a registered language model.")
 console = Console()
@@ -44,15 +49,79 @@ def _summary(manifest: dict[str, Any]) -> None:
             console.print(f"  [red]✗[/] {f['input']}: {f['error']} ({f['documents_read']} records read)")
 
 
-@app.command()
-def validate(spec: Annotated[str, typer.Argument(help="Path to a curate spec YAML.")]) -> None:
-    """Validate a curate spec and print its fingerprint."""
+def _is_pretrain_spec(path: str) -> bool:
     try:
+        raw = yaml.safe_load(open(path, encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and "model" in raw
+
+
+@app.command()
+def validate(spec: Annotated[str, typer.Argument(help="Path to a curate or pretrain spec YAML.")]) -> None:
+    """Validate a curate or pretrain spec and print its fingerprint."""
+    try:
+        if _is_pretrain_spec(spec):
+            from flows.pretrain import pretrain_fingerprint
+
+            pre = load_pretrain_spec(spec)
+            console.print(f"{spec}: valid pretrain spec; fingerprint {pretrain_fingerprint(pre)}; "
+                          f"{pre.model.kind}/{pre.model.preset}, {pre.scaling.num_workers} worker(s)")
+            return
         parsed = load_curate_spec(spec)
     except SpecError as exc:
         console.print(f"[bold red]Invalid spec[/]\n{exc}")
         raise typer.Exit(2) from exc
     console.print(f"{spec}: valid; fingerprint {curate_fingerprint(parsed)}; {len(parsed.sources)} source(s)")
+
+
+def _load_pretrain_or_exit(spec: str) -> None:
+    try:
+        load_pretrain_spec(spec)
+    except SpecError as exc:
+        console.print(f"[bold red]Invalid spec[/]\n{exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def tokenize(spec: Annotated[str, typer.Argument(help="Path to a pretrain spec YAML (data_specs/pretrain/).")]) -> None:
+    """Train the tokenizer and write packed token shards for a pretrain spec."""
+    _load_pretrain_or_exit(spec)
+    from flows.pretrain import tokenize as tokenize_flow
+    from tasks.pretrain.core import PreflightError
+
+    try:
+        manifest = tokenize_flow(spec)
+    except PreflightError as exc:
+        console.print(f"[bold red]Cannot run[/]: {exc}")
+        raise typer.Exit(2) from exc
+    for split, m in manifest["splits"].items():
+        console.print(f"{split}: {m['sequences']:,} sequences of {manifest['seq_len']} tokens "
+                      f"({m['tokens']:,} tokens: {m['tokens_by_source']})")
+    console.print(f"tokenizer: {manifest['tokenizer']['path']} ({manifest['tokenizer']['hash']})")
+
+
+@app.command()
+def pretrain(
+    spec: Annotated[str, typer.Argument(help="Path to a pretrain spec YAML (data_specs/pretrain/).")],
+    new_run: Annotated[bool, typer.Option("--new-run", help="Start a new job even if the last one did not finish.")] = False,
+) -> None:
+    """Tokenize, pretrain on Ray Train, and register the model in MLflow (alias 'candidate')."""
+    _load_pretrain_or_exit(spec)
+    from flows.pretrain import pretrain as pretrain_flow
+    from tasks.pretrain.core import PreflightError
+
+    try:
+        summary = pretrain_flow(spec, new_run=new_run)
+    except PreflightError as exc:
+        console.print(f"[bold red]Cannot run[/]: {exc}")
+        raise typer.Exit(2) from exc
+    m = summary["metrics"]
+    console.print(f"trained {summary['final_step']} steps"
+                  + (f" (resumed from step {summary['resumed_from_step']})" if summary["resumed_from_step"] else "")
+                  + "; " + ", ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, float)))
+    console.print(f"MLflow run {summary['run_id']} at {summary['tracking_uri']}")
+    console.print(f"registered model: [bold]{summary['model_uri']}[/] (version {summary['version']})")
 
 
 @app.command()

@@ -1,0 +1,150 @@
+"""Pure checks and bookkeeping for a pretraining job: preflight, run names, resume state.
+
+Preflight runs before any work: a spec that names a missing curated dataset, asks for more GPUs or
+CPUs than the machine has, or sets a sequence length or batch size that cannot work fails here, with
+a message that says how to fix it.
+
+Run names: every job gets a unique name (`<name>-<fingerprint>-<UTC time>-<random>`), so a new job
+never silently resumes an old one; a job that did not finish is recorded as `running` in
+`<storage>/<name>-<fingerprint>/LATEST.json`, and the next run of the same spec resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from fsspec.core import url_to_fs
+
+from data_specs import PretrainSpec
+from tasks.shards.core import write_bytes_atomic
+
+# Bytes of text per token can't be below 1 for byte-level BPE or WordPiece (a token covers at least
+# one character, and a character is at least one byte), so text bytes / seq_len bounds the sequences.
+MIN_BYTES_PER_TOKEN = 1
+
+MODEL_PRESET_SHAPES = {
+    "tiny": {"n_layer": 2, "n_embd": 64, "n_head": 2},
+    "mini": {"n_layer": 4, "n_embd": 256, "n_head": 4},
+    "small": {"n_layer": 12, "n_embd": 768, "n_head": 12},
+    "base": {"n_layer": 12, "n_embd": 768, "n_head": 12},
+}
+
+
+class PreflightError(ValueError):
+    """The job cannot work as specified; the message lists each problem and its fix."""
+
+
+def _read_json(url: str) -> dict[str, Any] | None:
+    fs, path = url_to_fs(url)
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "r") as f:
+        return json.load(f)
+
+
+def read_curated_manifest(curated: str) -> dict[str, Any] | None:
+    return _read_json(f"{curated.rstrip('/')}/manifest.json")
+
+
+def preflight(
+    spec: PretrainSpec,
+    *,
+    curated_manifest: dict[str, Any] | None,
+    gpus_available: int,
+    cpus_available: float | None,
+    token_manifest: dict[str, Any] | None = None,
+) -> list[str]:
+    """Every reason this job cannot run, each with its fix; empty when it can."""
+    problems: list[str] = []
+    scaling, train, packing = spec.scaling, spec.train, spec.packing
+    if curated_manifest is None:
+        problems.append(
+            f"data.curated: no curated dataset at {spec.data.curated} (no manifest.json there). Run "
+            "`lmpipe curate <curate spec>` first, or point data.curated at the `output` folder of a curate run."
+        )
+    elif not curated_manifest.get("shards"):
+        problems.append(f"data.curated: the curated dataset at {spec.data.curated} has no shards (0 documents kept).")
+    if spec.tokenizer.existing and not os.path.exists(os.path.join(spec.tokenizer.existing, "tokenizer.json")):
+        problems.append(f"tokenizer.existing: no tokenizer.json in {spec.tokenizer.existing}")
+    if scaling.use_gpu and scaling.num_workers > gpus_available:
+        problems.append(
+            f"scaling: {scaling.num_workers} GPU worker(s) requested but {gpus_available} GPU(s) available. Lower "
+            "scaling.num_workers, set scaling.use_gpu: false, or point RAY_ADDRESS at a cluster with more GPUs."
+        )
+    if cpus_available is not None and scaling.num_workers * scaling.cpus_per_worker > cpus_available:
+        problems.append(
+            f"scaling: {scaling.num_workers} worker(s) × {scaling.cpus_per_worker} CPU = "
+            f"{scaling.num_workers * scaling.cpus_per_worker:g} CPUs, but {cpus_available:g} are available. Lower "
+            "scaling.cpus_per_worker (0.5 works on a 2-core machine) or scaling.num_workers."
+        )
+    shape = {**MODEL_PRESET_SHAPES[spec.model.preset],
+             **{k: v for k, v in (("n_layer", spec.model.n_layer), ("n_embd", spec.model.n_embd),
+                                  ("n_head", spec.model.n_head)) if v is not None}}
+    if shape["n_embd"] % shape["n_head"]:
+        problems.append(f"model: n_embd {shape['n_embd']} is not divisible by n_head {shape['n_head']}.")
+    if spec.model.kind == "bert" and packing.seq_len < 8:
+        problems.append("packing.seq_len: a BERT sequence needs room for [CLS], [SEP] and text: use at least 8.")
+    global_batch = train.micro_batch_size * scaling.num_workers
+    if curated_manifest and curated_manifest.get("shards") and token_manifest is None:
+        text_bytes = sum(s.get("text_bytes", s.get("bytes", 0)) for s in curated_manifest["shards"])
+        most_sequences = text_bytes // (packing.seq_len * MIN_BYTES_PER_TOKEN)
+        if most_sequences < global_batch:
+            problems.append(
+                f"packing.seq_len {packing.seq_len} × train.micro_batch_size {train.micro_batch_size} × "
+                f"{scaling.num_workers} worker(s): the curated corpus ({text_bytes:,} bytes of text) holds at most "
+                f"{most_sequences:,} sequences, fewer than one global batch ({global_batch}). Lower seq_len or "
+                "micro_batch_size, or curate more data."
+            )
+    if token_manifest is not None:
+        train_seqs = token_manifest["splits"]["train"]["sequences"]
+        val_seqs = token_manifest["splits"]["val"]["sequences"]
+        if train_seqs < global_batch:
+            problems.append(
+                f"train.micro_batch_size {train.micro_batch_size} × {scaling.num_workers} worker(s) = {global_batch} "
+                f"sequences per step, but only {train_seqs} training sequences exist. Lower micro_batch_size, "
+                "packing.seq_len or num_workers, or curate more data."
+            )
+        if val_seqs < scaling.num_workers:
+            problems.append(
+                f"packing.validation_fraction {packing.validation_fraction}: only {val_seqs} validation sequences "
+                f"for {scaling.num_workers} worker(s). Raise validation_fraction or lower packing.seq_len."
+            )
+    return problems
+
+
+def check(problems: list[str]) -> None:
+    """Raise PreflightError listing every problem."""
+    if problems:
+        raise PreflightError("the pretrain spec cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass
+class JobState:
+    """The latest job of one spec: its run name, MLflow run id and whether it finished."""
+
+    run_name: str
+    status: str  # "running" | "finished"
+    mlflow_run_id: str | None = None
+
+
+def job_dir(storage_path: str, spec_name: str, fingerprint: str) -> str:
+    return f"{storage_path.rstrip('/')}/{spec_name}-{fingerprint}"
+
+
+def new_run_name(spec_name: str, fingerprint: str) -> str:
+    """Unique per job: a new job never reuses (and so never silently resumes) an older one's name."""
+    return f"{spec_name}-{fingerprint[:8]}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+
+
+def read_job_state(directory: str) -> JobState | None:
+    data = _read_json(f"{directory}/LATEST.json")
+    return JobState(**data) if data else None
+
+
+def write_job_state(directory: str, state: JobState) -> None:
+    write_bytes_atomic(f"{directory}/LATEST.json", json.dumps(asdict(state), indent=2).encode("utf-8"))
