@@ -76,6 +76,8 @@ def ensure_experiment(name: str, tracking_uri: str) -> str:
     client = MlflowClient(tracking_uri=tracking_uri)
     existing = client.get_experiment_by_name(name)
     if existing is not None:
+        if existing.lifecycle_stage == "deleted":  # soft-deleted: runs could not be created in it
+            client.restore_experiment(existing.experiment_id)
         return existing.experiment_id
 
     artifact_location = None

@@ -1,0 +1,312 @@
+"""Ray Train entry point for pretraining: the only module in lmpipe that imports `ray.train`.
+
+`run_pretraining(tokens_dir=..., model=..., train=..., scaling=..., run_name=..., storage_path=...)` reads the
+token manifest, starts (or joins) Ray, and runs `loop.train` on `scaling.num_workers` data-parallel workers
+(DDP over gloo on CPU, NCCL on GPU). Each worker streams its own split of the train shards through Ray Data;
+validation batches are the same on every rank. Checkpoints go to `<storage_path>/<run_name>/checkpoint_*`
+(the last two kept); rerunning with the same run name resumes from the latest one (Ray Train V2 semantics),
+worker failures restart the group from it (`scaling.max_failures`). Rank 0 logs per-step metrics into an
+existing MLflow run when `mlflow_run_id` is given. The final model is a `save_pretrained` directory with the
+tokenizer copied in, at `<storage_path>/<run_name>/final_model`.
+
+Ray Train V2 facts this relies on (STACK_NOTES.md, training_orchestration_facts.md §B):
+- `ray.train.report` is a barrier: every rank reports at every checkpoint; only rank 0 passes a directory.
+- `Result.metrics` only holds metrics reported *with* a checkpoint, so every report carries one.
+- On 2 cores, workers must take fractional CPUs (`cpus_per_worker=0.5`) or Ray Data has none and stalls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.data
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from cluster.train.loop import TrainState, load_checkpoint, save_checkpoint, train as train_loop
+from cluster.train.model import build_model
+from data_specs.pretrain import ModelSpec, ScalingSpec, TrainSpec
+
+FINAL_MODEL_DIR = "final_model"
+_HF_SUBDIR = "hf_model"  # inside the last checkpoint: the save_pretrained directory
+_RUN_META = "run_meta.json"  # inside each checkpoint: which invocation wrote it, and where it resumed from
+
+
+@dataclass
+class TrainOutcome:
+    """What a pretraining run produced (the flow logs and registers this)."""
+
+    run_name: str
+    storage_path: str
+    final_step: int
+    metrics: dict[str, float | None]  # train_loss, first_val_loss, val_loss, val_ppl, tokens_per_s, mfu, tokens_seen
+    model_dir: str  # save_pretrained directory + tokenizer files
+    resumed_from_step: int | None  # the checkpoint step this invocation started from; None for a fresh run
+
+
+def run_pretraining(
+    *,
+    tokens_dir: str,
+    model: ModelSpec,
+    train: TrainSpec,
+    scaling: ScalingSpec,
+    run_name: str,
+    storage_path: str,
+    mlflow_run_id: str | None = None,
+    mlflow_tracking_uri: str | None = None,
+    fail_once_at_step: int | None = None,
+) -> TrainOutcome:
+    """Pretrain `model` on the token shards in `tokens_dir`; resume if `<storage_path>/<run_name>` has checkpoints.
+
+    `fail_once_at_step` is a test hook: one worker (rank 1, or rank 0 alone) kills its process when it reaches
+    that step after a checkpoint exists, once per run (a marker file under the run folder remembers it).
+    """
+    tokens = Path(tokens_dir).resolve()
+    manifest = json.loads((tokens / "manifest.json").read_text())
+    if manifest["model_kind"] != model.kind:
+        raise ValueError(f"token shards in {tokens} were made for {manifest['model_kind']!r}, model is {model.kind!r}")
+    storage = str(Path(storage_path).resolve()) if "://" not in storage_path else storage_path
+    tracking_uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    _ensure_ray(scaling, tracking_uri)
+
+    train_paths = [str(tokens / s["path"]) for s in manifest["splits"]["train"]["shards"]]
+    val_paths = [str(tokens / s["path"]) for s in manifest["splits"].get("val", {}).get("shards", [])]
+    if not train_paths:
+        raise ValueError(f"{tokens}/manifest.json lists no train shards")
+    # Fixed block order: the data position saved in a checkpoint then means the same rows after a restart.
+    data_options = ray.data.ExecutionOptions(preserve_order=True)
+    datasets = {
+        "train": ray.data.read_parquet(train_paths, columns=["input_ids"]),
+        # No validation split (validation_fraction 0): validate on the head of the train data rather than fail.
+        "val": ray.data.read_parquet(val_paths or train_paths[:1], columns=["input_ids"]),
+    }
+    tok = manifest["tokenizer"]
+    config = {
+        "model": model.model_dump(),
+        "train": train.model_dump(),
+        "seq_len": int(manifest["seq_len"]),
+        "vocab_size": int(tok["vocab_size"]),
+        "special": {k: v for k, v in tok.items() if k.endswith("_id") and v is not None},
+        "use_gpu": scaling.use_gpu,
+        "mlflow_run_id": mlflow_run_id,
+        "mlflow_tracking_uri": tracking_uri,
+        "invocation": uuid.uuid4().hex,
+        "fail_once_at_step": fail_once_at_step,
+        "fail_marker": _local_path(storage, run_name, f".failed_once_at_step_{fail_once_at_step}"),
+    }
+    resources = {"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})}
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"], execution_options=data_options),
+    )
+    result = trainer.fit()  # raises ray.train.TrainingFailedError once max_failures is exhausted
+
+    metrics = dict(result.metrics or {})
+    model_dir = _local_path(storage, run_name, FINAL_MODEL_DIR)
+    with result.checkpoint.as_directory() as ckpt_dir:
+        _publish_model(Path(ckpt_dir) / _HF_SUBDIR, Path(model_dir), _tokenizer_dir(tokens, tok.get("path")))
+    keys = ("train_loss", "first_val_loss", "val_loss", "val_ppl", "tokens_per_s", "mfu", "tokens_seen")
+    return TrainOutcome(
+        run_name=run_name,
+        storage_path=storage,
+        final_step=int(metrics["step"]),
+        metrics={k: metrics.get(k) for k in keys},
+        model_dir=model_dir,
+        resumed_from_step=metrics.get("resumed_from_step"),
+    )
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """One data-parallel rank: build the model, restore the latest checkpoint, run the loop, report."""
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    model_spec, spec = ModelSpec(**config["model"]), TrainSpec(**config["train"])
+    device = ray.train.torch.get_device()
+
+    torch.manual_seed(spec.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    model = build_model(model_spec, config["vocab_size"], config["seq_len"], config["special"])
+    raw = model
+    resume, meta = None, {"invocation": config["invocation"], "resumed_from_step": None}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            resume = load_checkpoint(d)
+            saved = json.loads((Path(d) / _RUN_META).read_text())
+        # A restart after a worker failure keeps this invocation's resume point; a new invocation records its own.
+        meta = saved if saved["invocation"] == config["invocation"] else {
+            "invocation": config["invocation"], "resumed_from_step": resume["train_state"]["step"]}
+    model = ray.train.torch.prepare_model(model)  # to the device; DDP when world > 1
+
+    pin = bool(config["use_gpu"])
+    train_batches = _repeat_epochs(ray.train.get_dataset_shard("train"), spec.micro_batch_size, pin)
+    val_shard = ray.train.get_dataset_shard("val")
+    val_cache = [b["input_ids"] for b in islice(
+        val_shard.iter_torch_batches(batch_size=spec.micro_batch_size, device="cpu"), spec.eval_batches)]
+
+    logger = _MlflowLogger(config["mlflow_tracking_uri"], config["mlflow_run_id"]) if rank == 0 else None
+    failing_rank = 1 if world > 1 else 0
+    checkpointed = {"any": resume is not None}
+
+    def on_step(m: dict[str, float]) -> None:
+        if logger:
+            logger.log(m, m["step"])
+        at = config["fail_once_at_step"]
+        if rank == failing_rank and at is not None and m["step"] == at and checkpointed["any"]:
+            marker = Path(config["fail_marker"])
+            if not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(f"worker {rank} exited on purpose at step {at}\n")
+                os._exit(1)
+
+    def on_eval(m: dict[str, float]) -> None:
+        if logger:
+            logger.log({"val_loss": m["val_loss"], "val_ppl": m["val_ppl"]}, m["step"])
+
+    def on_checkpoint(state: TrainState, state_dicts: dict[str, Any]) -> None:
+        if logger:
+            logger.flush()
+        metrics = _report_metrics(state, meta)
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                save_checkpoint(tmp, state_dicts)
+                (Path(tmp) / _RUN_META).write_text(json.dumps(meta))
+                if state.step >= spec.max_steps:
+                    raw.save_pretrained(Path(tmp) / _HF_SUBDIR)  # the final model rides in the last checkpoint
+                ckpt = Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)  # barrier: every rank, every checkpoint
+        checkpointed["any"] = True
+
+    train_loop(
+        model, train_batches, lambda: iter(val_cache), spec, model_spec.kind, config["special"],
+        config["vocab_size"], device, resume=resume, on_step=on_step, on_eval=on_eval,
+        on_checkpoint=on_checkpoint, is_ddp=world > 1, rank=rank, world_size=world,
+    )
+    if logger:
+        logger.flush()
+
+
+def _repeat_epochs(shard: Any, batch_size: int, pin_memory: bool) -> Iterator[torch.Tensor]:
+    """This rank's (B, T) batches, epoch after epoch. Full batches only: with `streaming_split(equal=True)`
+    every rank then sees the same number of batches, so DDP ranks never wait on one another at an epoch end."""
+    while True:
+        n = 0
+        for batch in shard.iter_torch_batches(batch_size=batch_size, drop_last=True, device="cpu",
+                                              pin_memory=pin_memory):
+            n += 1
+            yield batch["input_ids"]
+        if n == 0:
+            raise RuntimeError(f"this worker's train shard has fewer than micro_batch_size={batch_size} rows")
+
+
+def _report_metrics(state: TrainState, meta: dict[str, Any]) -> dict[str, float]:
+    m = {
+        "step": state.step,
+        "tokens_seen": state.tokens_seen,
+        "train_loss": state.last_train_loss,
+        "first_val_loss": state.first_val_loss,
+        "val_loss": state.last_val_loss,
+        "val_ppl": math.exp(min(state.last_val_loss, 80.0)) if state.last_val_loss is not None else None,
+        "tokens_per_s": state.tokens_per_s,
+        "mfu": state.mfu,
+        "resumed_from_step": meta["resumed_from_step"],
+    }
+    return {k: v for k, v in m.items() if v is not None}
+
+
+class _MlflowLogger:
+    """Rank 0's per-step metrics into an existing MLflow run, through the client (not `start_run`, whose
+    exit would mark the flow's still-open run FINISHED). Buffered: one batched write every `every` steps."""
+
+    KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "val_loss", "val_ppl")
+
+    def __init__(self, tracking_uri: str | None, run_id: str | None, every: int = 10):
+        self.client, self.run_id, self.every, self.buffer = None, run_id, every, []
+        if run_id:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.buffer += [Metric(k, float(metrics[k]), now, int(step)) for k in self.KEYS if k in metrics]
+        if step % self.every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.client is not None and self.buffer:
+            self.client.log_batch(self.run_id, metrics=self.buffer)
+            self.buffer = []
+
+
+def _ensure_ray(scaling: ScalingSpec, tracking_uri: str | None) -> None:
+    """Join `RAY_ADDRESS` / `scaling.ray_address`, or start a local Ray sized for the workers + Ray Data."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return
+    env = {"TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    address = os.environ.get("RAY_ADDRESS") or scaling.ray_address
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env})
+    else:
+        # One logical CPU beyond the workers' share, for Ray Data's read tasks.
+        num_cpus = max(2, math.ceil(scaling.num_workers * scaling.cpus_per_worker) + 1)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+
+
+def _local_path(storage: str, run_name: str, name: str) -> str:
+    if "://" in storage:
+        raise NotImplementedError(f"final model and markers need a local or mounted storage_path, got {storage}")
+    return str(Path(storage) / run_name / name)
+
+
+def _tokenizer_dir(tokens: Path, path: str | None) -> Path | None:
+    if not path:
+        return None
+    p = Path(path) if Path(path).is_absolute() else tokens / path
+    return p if p.is_dir() else None
+
+
+def _publish_model(hf_dir: Path, dest: Path, tokenizer_dir: Path | None) -> None:
+    """Copy the checkpoint's save_pretrained dir + tokenizer files to `dest`: written beside, then renamed."""
+    tmp = dest.with_name(f"{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+    shutil.copytree(hf_dir, tmp)
+    if tokenizer_dir is not None:
+        for f in tokenizer_dir.iterdir():
+            if f.is_file() and not (tmp / f.name).exists():  # the model's config.json wins
+                shutil.copy2(f, tmp / f.name)
+    if dest.exists():
+        shutil.rmtree(dest)  # a resumed, longer run replaces the previous final model
+    tmp.rename(dest)
