@@ -179,7 +179,8 @@ def train_tokenizer(
     """Train with HF `tokenizers` (WordPiece + BertPreTokenizer/normalizer for bert with [PAD] [UNK] [CLS] [SEP] [MASK];
     byte-level BPE for gpt with <|endoftext|> as bos/eos/unk and pad), wrap in transformers.PreTrainedTokenizerFast
     with the special tokens set, and save_pretrained(out_dir) so `AutoTokenizer.from_pretrained(out_dir)` loads it.
-    Deterministic for the same input."""
+    Deterministic for the same input (byte-level BPE is by construction; WordPiece through the `##c` workaround in
+    `_wordpiece`, which holds the training texts in memory: bound them with `TokenizerSpec.sample_documents`)."""
     kind = tokenizer_kind(model_kind)
     if kind == "wordpiece":
         texts = list(texts)  # read twice: once for the alphabet, once to train
@@ -215,12 +216,19 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerFast:
     return tok
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                    "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+
+
 def tokenizer_hash(path: str, length: int = 12) -> str:
-    """sha256 over the saved tokenizer files (names and bytes, sorted by name), short hex."""
-    digest = hashlib.sha256()
-    names = sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n)) and not n.startswith("."))
+    """sha256 over the saved tokenizer files (names and bytes, sorted by name), short hex.
+
+    Only Hugging Face tokenizer files count, so notes kept beside them (the flow's settings file) do not.
+    """
+    names = sorted(n for n in os.listdir(path) if n in _TOKENIZER_FILES and os.path.isfile(os.path.join(path, n)))
     if not names:
-        raise FileNotFoundError(f"no tokenizer files in {path}")
+        raise FileNotFoundError(f"no tokenizer files ({', '.join(_TOKENIZER_FILES[:2])}, ...) in {path}")
+    digest = hashlib.sha256()
     for name in names:
         digest.update(name.encode() + b"\0")
         with open(os.path.join(path, name), "rb") as f:
@@ -502,7 +510,8 @@ def build_token_shards(
             "hash": tok_hash,
             "kind": tokenizer_kind(model_kind),
             "vocab_size": len(tok),
-            "special_token_ids": special,
+            # flat `<name>_id` keys (pad/unk/mask/cls/sep for bert; bos/eos/pad/unk for gpt): what cluster/train reads
+            **{f"{name}_id": i for name, i in special.items()},
         },
         "curated": {
             "path": curated_dir,

@@ -19,7 +19,7 @@ from cluster.train.loop import (
 from cluster.train.masking import mask_tokens
 from cluster.train.model import PRESETS, build_model, flops_per_token, peak_flops
 from data_specs.pretrain import ModelSpec, TrainSpec
-from tests.cluster.conftest import BERT_SPECIAL, GPT_SPECIAL, SEQ_LEN, VOCAB, synthetic_sequences
+from tests.cluster.helpers import BERT_SPECIAL, GPT_SPECIAL, SEQ_LEN, VOCAB, synthetic_sequences
 
 SPECIAL = {"bert": BERT_SPECIAL, "gpt": GPT_SPECIAL}
 

@@ -101,6 +101,9 @@ def test_build_is_deterministic_and_consistent(corpus, tmp_path, kind):
     tok = load_tokenizer(corpus["tok"][kind])
     assert ma["seq_len"] == SEQ and ma["model_kind"] == kind
     assert ma["tokenizer"]["hash"] and ma["tokenizer"]["vocab_size"] == len(tok)
+    expected_ids = {"pad_id": 0, "unk_id": 0, "bos_id": 0, "eos_id": 0} if kind == "gpt" else {
+        "pad_id": 0, "unk_id": 1, "cls_id": 2, "sep_id": 3, "mask_id": 4}
+    assert {k: v for k, v in ma["tokenizer"].items() if k.endswith("_id")} == expected_ids
     assert ma["curated"]["fingerprint"] == "curatedfp01" and len(ma["curated"]["manifest_sha256"]) == 64
     assert ma["packing"]["seq_len"] == SEQ and ma["packing_fingerprint"]
     assert ma["documents"] == {

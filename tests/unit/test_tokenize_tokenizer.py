@@ -93,3 +93,5 @@ def test_training_is_deterministic(curated, trained, tmp_path):
         assert tokenizer_hash(str(again)) == tokenizer_hash(str(trained[kind]))
     assert tokenizer_hash(str(trained["gpt"])) != tokenizer_hash(str(trained["bert"]))
     assert len(tokenizer_hash(str(trained["gpt"]))) == 12
+    (tmp_path / "gpt" / "lmpipe-tokenizer-spec.json").write_text("{}")  # a note beside the files: not hashed
+    assert tokenizer_hash(str(tmp_path / "gpt")) == tokenizer_hash(str(trained["gpt"]))
