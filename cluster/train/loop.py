@@ -184,9 +184,11 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=device)
-        step_tokens = 0
+        step_tokens, data_s = 0, 0.0
         for micro in range(spec.grad_accum):
+            t_data = time.perf_counter()
             batch = next(train_batches, None)
+            data_s += time.perf_counter() - t_data
             if batch is None:
                 raise RuntimeError(f"the train stream ran out at step {state.step}: repeat epochs in train_batches")
             state.batches_consumed += 1
@@ -218,6 +220,7 @@ def train(
             "grad_norm": float(grad_norm),
             "tokens_per_s": tokens_per_s,
             "tokens_seen": state.tokens_seen,
+            "data_s": data_s,  # time this step waited for its batches: a data-loading stall shows here
         }
         if peak is not None:
             fpt = fpt or flops_per_token(raw, inputs["input_ids"].shape[1])
@@ -228,8 +231,8 @@ def train(
             state.tokens_per_s = timed_tokens / timed_s
             if peak is not None:
                 state.mfu = fpt * (timed_tokens / world_size) / timed_s / peak
-        elif state.tokens_per_s is None or session_steps == 1:
-            state.tokens_per_s = tokens_per_s  # too few steps for a steady figure: the latest one
+        else:
+            state.tokens_per_s = tokens_per_s  # too few steps for a steady figure yet: the latest one
             state.mfu = metrics.get("mfu")
         if on_step is not None:
             on_step(metrics)

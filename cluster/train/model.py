@@ -37,7 +37,9 @@ def resolve_shape(spec: ModelSpec) -> dict[str, int]:
     return shape
 
 
-def build_model(spec: ModelSpec, vocab_size: int, seq_len: int, special: dict[str, int]) -> transformers.PreTrainedModel:
+def build_model(
+    spec: ModelSpec, vocab_size: int, seq_len: int, special: dict[str, int]
+) -> transformers.PreTrainedModel:
     """A freshly initialised `BertForMaskedLM` or `GPT2LMHeadModel` (tied input/output embeddings).
 
     `special` holds the tokenizer's ids (`pad_id`, and `mask_id`/`cls_id`/`sep_id` for bert or `eos_id` for gpt).

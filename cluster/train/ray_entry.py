@@ -82,6 +82,7 @@ def run_pretraining(
     if manifest["model_kind"] != model.kind:
         raise ValueError(f"token shards in {tokens} were made for {manifest['model_kind']!r}, model is {model.kind!r}")
     storage = str(Path(storage_path).resolve()) if "://" not in storage_path else storage_path
+    model_dir = _local_path(storage, run_name, FINAL_MODEL_DIR)  # fails now, not after training, if remote
     tracking_uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     _ensure_ray(scaling, tracking_uri)
 
@@ -104,12 +105,13 @@ def run_pretraining(
         "vocab_size": int(tok["vocab_size"]),
         "special": {k: v for k, v in tok.items() if k.endswith("_id") and v is not None},
         "use_gpu": scaling.use_gpu,
+        "cpus_per_worker": scaling.cpus_per_worker,
         "val_rows": val_rows,
         "mlflow_run_id": mlflow_run_id,
         "mlflow_tracking_uri": tracking_uri,
         "invocation": uuid.uuid4().hex,
         "fail_once_at_step": fail_once_at_step,
-        "fail_marker": _local_path(storage, run_name, f".failed_once_at_step_{fail_once_at_step}"),
+        "fail_marker": fail_once_at_step and _local_path(storage, run_name, f".failed_once_at_{fail_once_at_step}"),
     }
     resources = {"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})}
     trainer = TorchTrainer(
@@ -130,7 +132,6 @@ def run_pretraining(
     result = trainer.fit()  # raises ray.train.TrainingFailedError once max_failures is exhausted
 
     metrics = dict(result.metrics or {})
-    model_dir = _local_path(storage, run_name, FINAL_MODEL_DIR)
     with result.checkpoint.as_directory() as ckpt_dir:
         _publish_model(Path(ckpt_dir) / _HF_SUBDIR, Path(model_dir), _tokenizer_dir(tokens, tok.get("path")))
     keys = ("train_loss", "first_val_loss", "val_loss", "val_ppl", "tokens_per_s", "mfu", "tokens_seen")
@@ -150,6 +151,10 @@ def _train_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     model_spec, spec = ModelSpec(**config["model"]), TrainSpec(**config["train"])
     device = ray.train.torch.get_device()
+    if not config["use_gpu"]:
+        # Intra-op threads = the CPUs this worker reserved: two 0.5-CPU workers on 2 cores get a thread each
+        # instead of both spinning two.
+        torch.set_num_threads(max(1, math.floor(config["cpus_per_worker"])))
 
     torch.manual_seed(spec.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(model_spec, config["vocab_size"], config["seq_len"], config["special"])

@@ -163,3 +163,22 @@ def test_stream_too_short_is_an_error():
     with pytest.raises(RuntimeError, match="ran out"):
         train(_model("gpt"), iter(_batches("gpt", 3)), lambda: iter(_batches("gpt", 1)), spec, "gpt",
               GPT_SPECIAL, VOCAB, "cpu")
+
+
+def test_ddp_all_reduces_once_per_step(tmp_path, monkeypatch):
+    """With grad_accum=3, the first two micro-batches run under no_sync(): one all-reduce per optimizer step."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        entered = []
+        original = DDP.no_sync
+        monkeypatch.setattr(DDP, "no_sync", lambda self: (entered.append(1), original(self))[1])
+        model = DDP(_model("gpt"))
+        spec = TrainSpec(max_steps=4, grad_accum=3, warmup_steps=1, eval_every=100, eval_batches=1)
+        state = train(model, iter(_batches("gpt", 12)), lambda: iter(_batches("gpt", 1)), spec, "gpt",
+                      GPT_SPECIAL, VOCAB, "cpu", is_ddp=True)
+        assert state.step == 4 and len(entered) == 4 * 2
+    finally:
+        dist.destroy_process_group()

@@ -60,7 +60,7 @@ def test_pretrain_registers_a_candidate_that_predicts(curated, tmp_path):
     spec = pretrain_spec(tmp_path / "spec.yaml", curated, tmp_path)
     summary = pretrain(str(spec))
     assert summary["model_uri"] == "models:/flow-gpt@candidate" and summary["final_step"] == 12
-    assert summary["metrics"]["last_val_loss"] < summary["metrics"]["first_val_loss"]
+    assert summary["metrics"]["val_loss"] < summary["metrics"]["first_val_loss"]
     client = mlflow.MlflowClient(summary["tracking_uri"])
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
