@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from cluster.train.loop import TrainState, load_checkpoint, save_checkpoint, train as train_loop
+from cluster.train.loop import CHECKPOINT_FILE, STATE_FILE, TrainState, load_checkpoint, save_checkpoint
+from cluster.train.loop import train as train_loop
 from cluster.train.model import build_model
 from data_specs.pretrain import ModelSpec, ScalingSpec, TrainSpec
 
@@ -112,6 +114,7 @@ def run_pretraining(
         "invocation": uuid.uuid4().hex,
         "fail_once_at_step": fail_once_at_step,
         "fail_marker": fail_once_at_step and _local_path(storage, run_name, f".failed_once_at_{fail_once_at_step}"),
+        "run_dir": _local_path(storage, run_name, ""),
     }
     resources = {"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})}
     trainer = TorchTrainer(
@@ -161,8 +164,9 @@ def _train_worker(config: dict[str, Any]) -> None:
     raw = model
     resume, meta = None, {"invocation": config["invocation"], "resumed_from_step": None}
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
+    on_disk = None if checkpoint is not None else latest_checkpoint_on_disk(Path(config["run_dir"]))
+    if checkpoint is not None or on_disk is not None:
+        with (checkpoint.as_directory() if checkpoint is not None else nullcontext(on_disk)) as d:
             resume = load_checkpoint(d)
             saved = json.loads((Path(d) / _RUN_META).read_text())
         # A restart after a worker failure keeps this invocation's resume point; a new invocation records its own.
@@ -306,6 +310,28 @@ def _ensure_ray(scaling: ScalingSpec, tracking_uri: str | None) -> None:
         # One logical CPU beyond the workers' share, for Ray Data's read tasks.
         num_cpus = max(2, math.ceil(scaling.num_workers * scaling.cpus_per_worker) + 1)
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+
+
+def latest_checkpoint_on_disk(run_dir: Path) -> Path | None:
+    """The complete checkpoint with the highest step in a run folder, for when Ray's snapshot lacks it.
+
+    Ray registers a reported checkpoint in its run snapshot only once the controller has collected every
+    rank's report; a crash in that window (seconds) leaves the checkpoint on disk but not in the snapshot,
+    and a rerun would start from step 0. A checkpoint is complete when its state, weights and run metadata
+    are all there (Ray uploads the folder before the report returns).
+    """
+    best: tuple[int, Path] | None = None
+    for d in run_dir.glob("checkpoint_*"):
+        state = d / STATE_FILE
+        if not (state.is_file() and (d / CHECKPOINT_FILE).is_file() and (d / _RUN_META).is_file()):
+            continue
+        try:
+            step = int(json.loads(state.read_text())["step"])
+        except (ValueError, KeyError, json.JSONDecodeError):
+            continue
+        if best is None or step > best[0]:
+            best = (step, d)
+    return best[1] if best else None
 
 
 def _local_path(storage: str, run_name: str, name: str) -> str:
