@@ -176,7 +176,7 @@ def _train_worker(config: dict[str, Any]) -> None:
 
     pin = bool(config["use_gpu"])
     train_batches = _repeat_epochs(ray.train.get_dataset_shard("train"), spec.micro_batch_size, pin)
-    val_cache = list(torch.from_numpy(config["val_rows"]).split(spec.micro_batch_size))
+    val_cache = list(torch.from_numpy(np.array(config["val_rows"], copy=True)).split(spec.micro_batch_size))
 
     logger = _MlflowLogger(config["mlflow_tracking_uri"], config["mlflow_run_id"]) if rank == 0 else None
     failing_rank = 1 if world > 1 else 0
