@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import datasketch
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,36 +28,11 @@ from data_specs.dedup import MinHashSpec  # noqa: E402
 from tasks.dedup.core import MinHasher  # noqa: E402
 from tasks.dedup.minhash import words  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-WET = DATA / "commoncrawl" / "CC-MAIN-20201129214615-20201130004615-00404.warc.wet.first319records.gz"
+from benchmarks._real_text import real_docs  # noqa: E402
 
 
 def load_docs(words_per_doc: int = 300) -> tuple[list[str], str]:
-    docs: list[str] = []
-    books = sorted((DATA / "books").glob("*.txt"))
-    for path in books:
-        paras = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
-        cur, n = [], 0
-        for p in paras:  # consecutive paragraphs until ~words_per_doc words
-            cur.append(p)
-            n += len(p.split())
-            if n >= words_per_doc:
-                docs.append("\n\n".join(cur))
-                cur, n = [], 0
-    n_books = len(docs)
-    n_wet = 0
-    if WET.exists():
-        from fastwarc.warc import ArchiveIterator, WarcRecordType
-
-        with open(WET, "rb") as f:
-            for rec in ArchiveIterator(f, record_types=WarcRecordType.conversion):
-                docs.append(rec.reader.read().decode("utf-8", errors="replace"))
-                n_wet += 1
-    if not docs:
-        rng = np.random.default_rng(0)
-        docs = [" ".join(f"w{i}" for i in rng.integers(0, 50_000, words_per_doc)) for _ in range(3000)]
-        return docs, f"SYNTHETIC text ({len(docs)} docs): {DATA} is absent"
-    return docs, f"real text: {n_books} book chunks from {len(books)} books + {n_wet} WET records"
+    return real_docs(words_per_doc, lambda p: len(p.split()), keep_tail=False, unit=f"~{words_per_doc}-word")
 
 
 def shingle_strings(text: str, n: int) -> list[str]:

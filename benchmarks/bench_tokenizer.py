@@ -27,46 +27,17 @@ from pathlib import Path
 
 os.environ["TOKENIZERS_PARALLELISM"] = "true"  # before tokenizers starts its thread pool
 
-import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_specs.pretrain import PackingSpec, TokenizerSpec  # noqa: E402
 from tasks.tokenize.core import encode_texts, train_tokenizer  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-WET = DATA / "commoncrawl" / "CC-MAIN-20201129214615-20201130004615-00404.warc.wet.first319records.gz"
+from benchmarks._real_text import real_docs  # noqa: E402
 
 
 def load_docs(chunk_bytes: int = 2000) -> tuple[list[str], str]:
-    docs: list[str] = []
-    books = sorted((DATA / "books").glob("*.txt"))
-    for path in books:
-        paras = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
-        cur, n = [], 0
-        for p in paras:  # consecutive paragraphs until ~chunk_bytes
-            cur.append(p)
-            n += len(p.encode("utf-8"))
-            if n >= chunk_bytes:
-                docs.append("\n\n".join(cur))
-                cur, n = [], 0
-        if cur:
-            docs.append("\n\n".join(cur))
-    n_books = len(docs)
-    n_wet = 0
-    if WET.exists():
-        from fastwarc.warc import ArchiveIterator, WarcRecordType
-
-        with open(WET, "rb") as f:
-            for rec in ArchiveIterator(f, record_types=WarcRecordType.conversion):
-                docs.append(rec.reader.read().decode("utf-8", errors="replace"))
-                n_wet += 1
-    if not docs:
-        rng = np.random.default_rng(0)
-        vocab = [f"w{i}" for i in range(50_000)]
-        docs = [" ".join(vocab[k] for k in rng.integers(0, 50_000, 330)) for _ in range(3000)]
-        return docs, f"SYNTHETIC text ({len(docs)} docs): {DATA} is absent"
-    return docs, f"real text: {n_books} ~2 KB chunks of {len(books)} books + {n_wet} WET records"
+    return real_docs(chunk_bytes, lambda p: len(p.encode("utf-8")), keep_tail=True, unit="~2 KB")
 
 
 def best_of(fn, reps: int) -> tuple[float, int]:
