@@ -10,6 +10,7 @@ is listed in the manifest with its error, and the CLI exits non-zero.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from typing import Any
@@ -125,8 +126,6 @@ def _assemble(
 
 
 def _json_bytes(manifest: dict[str, Any]) -> bytes:
-    import json
-
     return (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 

@@ -55,18 +55,19 @@ def _preflight(spec: PretrainSpec, token_manifest: dict | None = None) -> None:
         preflight(
             spec,
             curated_manifest=read_curated_manifest(spec.data.curated),
-            gpus_available=_cluster_gpus() if remote else _local_gpus(),
+            gpus_available=_cluster_gpus(spec.scaling.ray_address) if remote else _local_gpus(),
             cpus_available=None if remote else float(os.cpu_count() or 1),
             token_manifest=token_manifest,
         )
     )
 
 
-def _cluster_gpus() -> int:
+def _cluster_gpus(spec_address: str | None) -> int:
+    """GPUs in the Ray cluster the job will run on (RAY_ADDRESS wins over the spec)."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False)
+        ray.init(address=os.environ.get("RAY_ADDRESS") or spec_address, include_dashboard=False)
     return int(ray.cluster_resources().get("GPU", 0))
 
 
