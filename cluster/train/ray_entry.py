@@ -94,6 +94,9 @@ def run_pretraining(
         raise ValueError(f"{tokens}/manifest.json lists no train shards")
     # Fixed block order: the data position saved in a checkpoint then means the same rows after a restart.
     data_options = ray.data.ExecutionOptions(preserve_order=True)
+    # Ray Data's per-operator progress bars repeat every epoch in every worker's log; the loop prints its own
+    # progress (rank 0) and MLflow has every step.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     datasets = {"train": ray.data.read_parquet(train_paths, columns=["input_ids"])}
     # Validation is the first eval_batches × micro_batch_size rows, identical on every rank: read once here and
     # shipped in the config (KBs to a few MB) rather than a Ray Data pass per worker (~10 s of start-up each on
@@ -182,9 +185,14 @@ def _train_worker(config: dict[str, Any]) -> None:
     failing_rank = 1 if world > 1 else 0
     checkpointed = {"any": resume is not None}
 
+    every = max(1, spec.max_steps // 20)  # about 20 progress lines per job, from rank 0
+
     def on_step(m: dict[str, float]) -> None:
         if logger:
             logger.log(m, m["step"])
+            if m["step"] % every == 0 or m["step"] == spec.max_steps:
+                print(f"[lmpipe] step {int(m['step'])}/{spec.max_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} "
+                      f"{m['tokens_per_s']:,.0f} tok/s" + (f" mfu {m['mfu']:.1%}" if m.get("mfu") else ""), flush=True)
         at = config["fail_once_at_step"]
         if rank == failing_rank and at is not None and m["step"] == at and checkpointed["any"]:
             marker = Path(config["fail_marker"])
@@ -196,6 +204,8 @@ def _train_worker(config: dict[str, Any]) -> None:
     def on_eval(m: dict[str, float]) -> None:
         if logger:
             logger.log({"val_loss": m["val_loss"], "val_ppl": m["val_ppl"]}, m["step"])
+            print(f"[lmpipe] step {int(m['step'])}/{spec.max_steps} val_loss {m['val_loss']:.4f} "
+                  f"val_ppl {m['val_ppl']:.1f}", flush=True)
 
     def on_checkpoint(state: TrainState, state_dicts: dict[str, Any]) -> None:
         if logger:
