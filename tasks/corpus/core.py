@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from data_specs import DedupSpec
-from tasks.dedup.core import find_duplicates
+from tasks.dedup.core import ExactJaccard, find_duplicates
 from tasks.shards.core import AtomicParquetWriter, ShardPlan, plan_balanced_shards
 from tasks.units.core import UnitResult
 
@@ -41,6 +41,7 @@ class DedupOutcome:
     cluster_sizes: dict[int, int]
     candidate_pairs: int
     verified_pairs: int
+    exact_checked: int                           # ambiguous pairs settled by exact Jaccard from the text
     removed_path: str | None
     kept_by_source: dict[str, int]
     kept_languages: dict[str, int]
@@ -72,7 +73,8 @@ def deduplicate_units(results: Sequence[UnitResult], spec: DedupSpec, work_dir: 
         locations.extend((result.path, row, n) for row, n in enumerate(table["n_bytes"].to_pylist()))
     num_perm = spec.minhash.num_perm
     signatures = np.concatenate(sigs) if sigs else np.zeros((0, num_perm), np.uint32)
-    decision = find_duplicates(ids, sources, keys, signatures, spec)
+    exact = ExactJaccard(lambda rows: _load_texts(locations, rows), spec.minhash.ngram)
+    decision = find_duplicates(ids, sources, keys, signatures, spec, exact_jaccard=exact)
 
     removed_counts = Counter(reason for reason, _ in decision.removed.values())
     removed_path = None
@@ -101,10 +103,25 @@ def deduplicate_units(results: Sequence[UnitResult], spec: DedupSpec, work_dir: 
         cluster_sizes=dict(sorted(decision.cluster_sizes.items())),
         candidate_pairs=decision.candidate_pairs,
         verified_pairs=decision.verified_pairs,
+        exact_checked=decision.exact_checked,
         removed_path=removed_path,
         kept_by_source=dict(sorted(Counter(sources[i] for i in survivors).items())),
         kept_languages=dict(Counter(langs[i] or "unknown" for i in survivors).most_common()),
     )
+
+
+def _load_texts(locations: Sequence[tuple[str, int, int]], rows: np.ndarray) -> list[str]:
+    """Texts of the given corpus rows, reading each unit file once (only for ambiguous LSH pairs)."""
+    by_unit: dict[str, list[int]] = {}
+    for row in rows.tolist():
+        by_unit.setdefault(locations[row][0], []).append(row)
+    texts: dict[int, str] = {}
+    for unit_path, unit_rows in by_unit.items():
+        fs, path = url_to_fs(unit_path)
+        column = pq.read_table(path, columns=["text"], filesystem=fs)["text"]
+        picked = column.take(pa.array([locations[r][1] for r in unit_rows], pa.int64())).to_pylist()
+        texts.update(zip(unit_rows, picked))
+    return [texts[r] for r in rows.tolist()]
 
 
 def plan_shards(outcome: DedupOutcome, output: str, target_mb: float) -> list[ShardPlan]:

@@ -81,6 +81,7 @@ def build_manifest(
             "cluster_sizes": {str(k): v for k, v in outcome.cluster_sizes.items()},
             "candidate_pairs": outcome.candidate_pairs,
             "verified_pairs": outcome.verified_pairs,
+            "exact_checked_pairs": outcome.exact_checked,
             "removed_ids": outcome.removed_path,
         },
         "sources": [by_source[i] for i in sorted(by_source)],

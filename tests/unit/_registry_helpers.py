@@ -15,32 +15,21 @@ SENTENCES = [
 ] * 4
 
 
+def _tokenizer(model_kind: str, dst: Path):
+    """The project's own tokenizer trainer (tasks.tokenize.core) on the sentences above."""
+    from data_specs.pretrain import TokenizerSpec
+    from tasks.tokenize.core import train_tokenizer
+
+    spec = TokenizerSpec(vocab_size=256 if model_kind == "bert" else 320, min_frequency=1, lowercase=True)
+    return train_tokenizer(SENTENCES, spec, model_kind, str(dst))
+
+
 def tiny_bert(dst: Path) -> Path:
     """BertForMaskedLM (2 layers, 32 wide) + a WordPiece tokenizer trained here; save_pretrained into dst."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+    from transformers import BertConfig, BertForMaskedLM
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(SENTENCES, trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials))
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    tok.decoder = decoders.WordPiece()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
+    fast = _tokenizer("bert", dst)
     config = BertConfig(
         vocab_size=len(fast),
         hidden_size=32,
@@ -60,20 +49,9 @@ def tiny_bert(dst: Path) -> Path:
 def tiny_gpt(dst: Path) -> Path:
     """GPT2LMHeadModel (2 layers, 32 wide) + a byte-level BPE tokenizer trained here; save_pretrained into dst."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    eot = "<|endoftext|>"
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        SENTENCES,
-        trainers.BpeTrainer(
-            vocab_size=320, special_tokens=[eot], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-        ),
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eot, eos_token=eot, unk_token=eot)
+    fast = _tokenizer("gpt", dst)
     config = GPT2Config(
         vocab_size=len(fast),
         n_positions=128,
