@@ -1,0 +1,1 @@
+"""GLUE: task table, data loaders, metrics, contamination check, report and promotion gate (pure logic)."""
