@@ -6,12 +6,21 @@
     promote("tiny-bert", info.version, "champion", uri)
     download_hf_dir("models:/tiny-bert@champion", "/tmp/m", uri)   # -> folder for AutoModel*.from_pretrained
 
+    log_and_register_classifier("out/glue/sst2", registered_model="glue-sst2", run_id=…, tracking_uri=uri,
+                                glue_task="sst2", text_columns=["sentence"], label_names=["negative", "positive"],
+                                tags={…})
+    mlflow.pyfunc.load_model("models:/glue-sst2@candidate").predict(pd.DataFrame({"sentence": ["a fine film"]}))
+      -> DataFrame[label, score, negative, positive]
+
 What one call leaves behind (MLflow 3.17, facts §C2–C3):
-- a LoggedModel `m-…` in the run's experiment: a models-from-code pyfunc (`hf_pyfunc.py`) with the HF folder
-  as its "hf_model" artifact, explicit pip requirements (inference fails with transformers ≥5.23, STACK_NOTES)
-  and a signature whose params are top_k (fill-mask) or max_new_tokens/return_full_text (generation);
+- a LoggedModel `m-…` in the run's experiment: a models-from-code pyfunc (`hf_pyfunc.py` for language models,
+  `glue_pyfunc.py` for GLUE classifiers) with the HF folder as its "hf_model" artifact, explicit pip
+  requirements (inference fails with transformers ≥5.23, STACK_NOTES) and a signature (language models: params
+  top_k for fill-mask or max_new_tokens/return_full_text for generation; classifiers: the task's text columns
+  in, label/score/per-label probabilities out);
 - the same folder as plain run artifacts under "hf_model/" (download it and use transformers directly);
-- a new version of `registered_model`, tagged with `tags` (+ task, model_id), with `alias` moved onto it.
+- a new version of `registered_model`, tagged with `tags` (+ task, model_id; + glue_task for classifiers),
+  with `alias` moved onto it.
 
 The run is only written to, never started or ended, so a caller's open run stays RUNNING.
 """
@@ -37,10 +46,11 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from tasks.registry import hf_pyfunc
+from tasks.registry import glue_pyfunc, hf_pyfunc
 
 Task = Literal["fill-mask", "text-generation"]
-HF_ARTIFACT = hf_pyfunc.HF_ARTIFACT  # artifact name in the pyfunc and folder name among run artifacts
+CLASSIFIER_TASK = "text-classification"  # the "task" tag of GLUE classifiers (regression included)
+HF_ARTIFACT = hf_pyfunc.HF_ARTIFACT  # artifact name in both pyfuncs and folder name among run artifacts
 MODEL_NAME = "model"  # LoggedModel name inside the run
 _REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "pandas", "safetensors")
 _URI_LOCK = threading.Lock()  # MLflow's fluent tracking URI is process-global
@@ -101,6 +111,25 @@ def default_input_example(hf_dir: str, task: Task) -> pd.DataFrame:
     return pd.DataFrame({"text": ["Once upon a time"]})
 
 
+def classifier_signature(text_columns: list[str], label_names: list[str]) -> ModelSignature:
+    """Inputs: the task's text columns (strings). Outputs: label (name), score and one probability per label
+    name; score alone for regression (label_names == [])."""
+    glue_pyfunc.check_columns(text_columns, label_names)
+    inputs = Schema([ColSpec("string", c) for c in text_columns])
+    outputs = Schema(
+        [ColSpec("string" if c == glue_pyfunc.LABEL else "double", c) for c in glue_pyfunc.output_columns(label_names)]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+_EXAMPLE_PAIR = ("A small cat sat on the warm mat.", "A cat was sitting on a mat.")
+
+
+def default_classifier_example(text_columns: list[str]) -> pd.DataFrame:
+    """One row: a sentence for a single-text task, two close paraphrases for a pair task."""
+    return pd.DataFrame({c: [text] for c, text in zip(text_columns, _EXAMPLE_PAIR)})
+
+
 @contextmanager
 def _tracking(tracking_uri: str) -> Iterator[None]:
     """Point MLflow's fluent API (which `Model.log` uses) at `tracking_uri`, then restore it exactly.
@@ -132,6 +161,13 @@ def _client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def _hf_folder(hf_dir: str) -> Path:
+    hf_path = Path(hf_dir)
+    if not (hf_path / "config.json").is_file():
+        raise FileNotFoundError(f"{hf_dir} is not a save_pretrained folder (no config.json)")
+    return hf_path
+
+
 def log_and_register(
     hf_dir: str,
     *,
@@ -149,13 +185,91 @@ def log_and_register(
     `input_example` (a DataFrame with a 'text' column) is stored with the model and MLflow checks it by
     running predict once before anything is registered; without one, a task-appropriate sentence is used.
     """
-    hf_path = Path(hf_dir)
-    if not (hf_path / "config.json").is_file():
-        raise FileNotFoundError(f"{hf_dir} is not a save_pretrained folder (no config.json)")
+    hf_path = _hf_folder(hf_dir)
     signature = signature_for(task)  # validates `task`
-    str_tags = {str(k): str(v) for k, v in tags.items()}
     if input_example is None:
         input_example = default_input_example(str(hf_path), task)
+    return _log_pyfunc_and_register(
+        hf_path,
+        python_model=hf_pyfunc.__file__,
+        model_config={"task": task},
+        signature=signature,
+        input_example=input_example,
+        registered_model=registered_model,
+        run_id=run_id,
+        tracking_uri=tracking_uri,
+        tags={**_str_tags(tags), "task": task},
+        alias=alias,
+    )
+
+
+def log_and_register_classifier(
+    hf_dir: str,
+    *,
+    registered_model: str,
+    run_id: str,
+    tracking_uri: str,
+    glue_task: str,
+    text_columns: list[str],
+    label_names: list[str],
+    tags: dict[str, str],
+    alias: str = "candidate",
+    input_example: pd.DataFrame | None = None,
+) -> RegisteredModel:
+    """Log a fine-tuned GLUE model (`AutoModelForSequenceClassification` folder) as a `glue_pyfunc` LoggedModel
+    in run `run_id`, register it, tag the version (task=text-classification, glue_task), set `alias`.
+
+    `text_columns` are the task's GLUE column names, in model order (one, or two for a pair task);
+    `label_names` the names by label id, [] for regression (STS-B). They become the model config and the
+    signature, so serving needs nothing from this project. The model's number of outputs must match.
+    `input_example` (a DataFrame with the text columns) is run once by MLflow before registering; without
+    one, a sentence (or a paraphrase pair) is used. Like `log_and_register` otherwise.
+    """
+    from transformers import AutoConfig
+
+    hf_path = _hf_folder(hf_dir)
+    text_columns, label_names = [str(c) for c in text_columns], [str(n) for n in label_names]
+    signature = classifier_signature(text_columns, label_names)  # validates both lists
+    if not glue_task:
+        raise ValueError("glue_task must name the GLUE task (e.g. 'sst2')")
+    n_out = AutoConfig.from_pretrained(hf_path).num_labels
+    if n_out != (len(label_names) or 1):
+        raise ValueError(f"{hf_dir} has {n_out} output(s) but label_names is {label_names!r} ([] = 1, regression)")
+    if input_example is None:
+        input_example = default_classifier_example(text_columns)
+    return _log_pyfunc_and_register(
+        hf_path,
+        python_model=glue_pyfunc.__file__,
+        model_config={"glue_task": glue_task, "text_columns": text_columns, "label_names": label_names},
+        signature=signature,
+        input_example=input_example,
+        registered_model=registered_model,
+        run_id=run_id,
+        tracking_uri=tracking_uri,
+        tags={**_str_tags(tags), "task": CLASSIFIER_TASK, "glue_task": glue_task},
+        alias=alias,
+    )
+
+
+def _str_tags(tags: dict[str, str]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in tags.items()}
+
+
+def _log_pyfunc_and_register(
+    hf_path: Path,
+    *,
+    python_model: str,
+    model_config: dict,
+    signature: ModelSignature,
+    input_example: pd.DataFrame,
+    registered_model: str,
+    run_id: str,
+    tracking_uri: str,
+    tags: dict[str, str],
+    alias: str,
+) -> RegisteredModel:
+    """The shared body of both log_and_register*: LoggedModel (tagged `tags`) -> plain run artifacts ->
+    registered version (tagged `tags` + model_id) -> alias."""
     client = _client(tracking_uri)
     run = client.get_run(run_id)
 
@@ -165,7 +279,7 @@ def log_and_register(
         experiment_id=run.info.experiment_id,
         name=MODEL_NAME,
         source_run_id=run_id,
-        tags={**str_tags, "task": task},
+        tags=tags,
     )
     try:
         with _tracking(tracking_uri):
@@ -175,9 +289,9 @@ def log_and_register(
                 flavor=mlflow.pyfunc,
                 run_id=run_id,
                 model_id=logged.model_id,
-                python_model=hf_pyfunc.__file__,  # models-from-code: nothing pickled
+                python_model=python_model,  # models-from-code: nothing pickled
                 artifacts={HF_ARTIFACT: str(hf_path.resolve())},
-                model_config={"task": task},
+                model_config=model_config,
                 signature=signature,
                 input_example=input_example,
                 pip_requirements=pip_requirements(),
@@ -191,9 +305,7 @@ def log_and_register(
     client.log_artifacts(run_id, str(hf_path), HF_ARTIFACT)
 
     with _tracking(tracking_uri):
-        mv = mlflow.register_model(
-            info.model_uri, registered_model, tags={**str_tags, "task": task, "model_id": logged.model_id}
-        )
+        mv = mlflow.register_model(info.model_uri, registered_model, tags={**tags, "model_id": logged.model_id})
     client.set_registered_model_alias(registered_model, alias, mv.version)
     return RegisteredModel(
         name=registered_model,

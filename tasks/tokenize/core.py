@@ -36,6 +36,7 @@ import math
 import os
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import fsspec
@@ -214,6 +215,24 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerFast:
     if not getattr(tok, "is_fast", False):
         raise TypeError(f"{path}: not a fast (Rust) tokenizer; packing needs one")
     return tok
+
+
+def set_model_max_length(tokenizer_dir: str | Path, n: int) -> None:
+    """Record `model_max_length = n` in a saved tokenizer's tokenizer_config.json (rewritten atomically).
+
+    Why: `train_tokenizer` saves no limit (transformers then assumes ~1e30 tokens), so a plain
+    `AutoTokenizer.from_pretrained(dir)(text, truncation=True)` cuts nothing and a long text overflows the
+    model's position embeddings. Call it with the model's context where the final model is published;
+    every other key of the file is kept as it is. Note that it changes `tokenizer_hash(dir)`.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"model_max_length must be a positive int, got {n!r}")
+    path = Path(tokenizer_dir) / "tokenizer_config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {tokenizer_dir} is not a saved tokenizer folder")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["model_max_length"] = n
+    write_bytes_atomic(str(path), (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode())
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -560,6 +579,7 @@ __all__ = [
     "pack_group",
     "read_token_manifest",
     "repeats",
+    "set_model_max_length",
     "special_token_ids",
     "tokenizer_hash",
     "tokenizer_kind",
