@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from data_specs import CurateSpec, PretrainSpec
+from data_specs.glue import GlueSpec
 from data_specs.sources import BooksSource, CommonCrawlSource, HFDatasetSource, WikipediaSource
 
 
@@ -69,6 +70,9 @@ def render() -> str:
     lines += ["## Pretrain spec (`lmpipe tokenize`, `lmpipe pretrain`)", ""]
     seen.add(PretrainSpec)
     lines += _section(PretrainSpec, "spec", seen)
+    lines += ["## GLUE spec (`lmpipe glue`, `lmpipe promote`)", ""]
+    seen.add(GlueSpec)
+    lines += _section(GlueSpec, "spec", seen)
     return "\n".join(lines)
 
 

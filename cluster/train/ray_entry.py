@@ -1,4 +1,7 @@
-"""Ray Train entry point for pretraining: the only module in lmpipe that imports `ray.train`.
+"""Ray Train entry point for pretraining and GLUE fine-tuning: the only module in lmpipe that imports `ray.train`.
+
+`run_finetuning(...)` (bottom of this file) runs `cluster.train.finetune` the same way: one TorchTrainer,
+checkpoints, resume by run name, recovery from dead workers, and the final model published beside them.
 
 `run_pretraining(tokens_dir=..., model=..., train=..., scaling=..., run_name=..., storage_path=...)` reads the
 token manifest, starts (or joins) Ray, and runs `loop.train` on `scaling.num_workers` data-parallel workers
@@ -17,6 +20,7 @@ Ray Train V2 facts this relies on (STACK_NOTES.md, training_orchestration_facts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -40,9 +44,11 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from cluster.train.finetune import EncodedSplit, finetune, load_classifier, predict, schedule
 from cluster.train.loop import CHECKPOINT_FILE, STATE_FILE, TrainState, load_checkpoint, save_checkpoint
 from cluster.train.loop import train as train_loop
 from cluster.train.model import build_model
+from data_specs.glue import FinetuneSpec, GlueScalingSpec
 from data_specs.pretrain import ModelSpec, ScalingSpec, TrainSpec
 
 FINAL_MODEL_DIR = "final_model"
@@ -109,32 +115,11 @@ def run_pretraining(
         "seq_len": int(manifest["seq_len"]),
         "vocab_size": int(tok["vocab_size"]),
         "special": {k: v for k, v in tok.items() if k.endswith("_id") and v is not None},
-        "use_gpu": scaling.use_gpu,
-        "cpus_per_worker": scaling.cpus_per_worker,
         "val_rows": val_rows,
-        "mlflow_run_id": mlflow_run_id,
-        "mlflow_tracking_uri": tracking_uri,
-        "invocation": uuid.uuid4().hex,
-        "fail_once_at_step": fail_once_at_step,
-        "fail_marker": fail_once_at_step and _local_path(storage, run_name, f".failed_once_at_{fail_once_at_step}"),
-        "run_dir": _local_path(storage, run_name, ""),
+        **_job_config(scaling, storage, run_name, mlflow_run_id, tracking_uri, fail_once_at_step),
     }
-    resources = {"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})}
-    trainer = TorchTrainer(
-        _train_worker,
-        train_loop_config=config,
-        scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources
-        ),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=storage,
-            failure_config=FailureConfig(max_failures=scaling.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-        datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"], execution_options=data_options),
-    )
+    trainer = _trainer(_train_worker, config, scaling, run_name, storage, datasets=datasets,
+                       dataset_config=DataConfig(datasets_to_split=["train"], execution_options=data_options))
     result = trainer.fit()  # raises ray.train.TrainingFailedError once max_failures is exhausted
 
     metrics = dict(result.metrics or {})
@@ -148,6 +133,37 @@ def run_pretraining(
         metrics={k: metrics.get(k) for k in keys},
         model_dir=model_dir,
         resumed_from_step=metrics.get("resumed_from_step"),
+    )
+
+
+def _job_config(scaling: Any, storage: str, run_name: str, mlflow_run_id: str | None, tracking_uri: str | None,
+                fail_once_at_step: int | None) -> dict[str, Any]:
+    """The worker-config keys every training job shares: devices, logging, invocation id, the failure hook."""
+    return {
+        "use_gpu": scaling.use_gpu,
+        "cpus_per_worker": scaling.cpus_per_worker,
+        "mlflow_run_id": mlflow_run_id,
+        "mlflow_tracking_uri": tracking_uri,
+        "invocation": uuid.uuid4().hex,
+        "fail_once_at_step": fail_once_at_step,
+        "fail_marker": fail_once_at_step and _local_path(storage, run_name, f".failed_once_at_{fail_once_at_step}"),
+        "run_dir": _local_path(storage, run_name, ""),
+    }
+
+
+def _trainer(worker: Any, config: dict[str, Any], scaling: Any, run_name: str, storage: str,
+             **kwargs: Any) -> TorchTrainer:
+    """A TorchTrainer with lmpipe's run layout: `<storage>/<run_name>`, the last two checkpoints, max_failures."""
+    resources = {"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})}
+    return TorchTrainer(
+        worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=run_name, storage_path=storage,
+                             failure_config=FailureConfig(max_failures=scaling.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        **kwargs,
     )
 
 
@@ -280,7 +296,7 @@ class _MlflowLogger:
     """Rank 0's per-step metrics into an existing MLflow run, through the client (not `start_run`, whose
     exit would mark the flow's still-open run FINISHED). Buffered: one batched write every `every` steps."""
 
-    KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "val_loss", "val_ppl")
+    KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "val_loss", "val_ppl", "examples_per_s", "epoch")
 
     def __init__(self, tracking_uri: str | None, run_id: str | None, every: int = 10):
         self.client, self.run_id, self.every, self.buffer = None, run_id, every, []
@@ -357,6 +373,17 @@ def _tokenizer_dir(tokens: Path, path: str | None) -> Path | None:
     return p if p.is_dir() else None
 
 
+def _stamp_context(hf_dir: Path) -> None:
+    """Save the tokenizer with the model's context as `model_max_length`, so `truncation=True` truncates to what
+    the model can take (plain transformers users and the pyfuncs alike)."""
+    from tasks.tokenize.core import set_model_max_length
+
+    config = json.loads((hf_dir / "config.json").read_text())
+    context = next((config[k] for k in ("max_position_embeddings", "n_positions", "n_ctx") if config.get(k)), None)
+    if context and (hf_dir / "tokenizer_config.json").is_file():
+        set_model_max_length(hf_dir, int(context))
+
+
 def _publish_model(hf_dir: Path, dest: Path, tokenizer_dir: Path | None) -> None:
     """Copy the checkpoint's save_pretrained dir + tokenizer files to `dest`: written beside, then renamed."""
     tmp = dest.with_name(f"{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -365,6 +392,174 @@ def _publish_model(hf_dir: Path, dest: Path, tokenizer_dir: Path | None) -> None
         for f in tokenizer_dir.iterdir():
             if f.is_file() and not (tmp / f.name).exists():  # the model's config.json wins
                 shutil.copy2(f, tmp / f.name)
+        _stamp_context(tmp)
     if dest.exists():
         shutil.rmtree(dest)  # a resumed, longer run replaces the previous final model
     tmp.rename(dest)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GLUE fine-tuning: the same entry point, the same checkpoint, resume and failure handling as pretraining.
+
+PREDICTIONS_FILE = "predictions.json"
+
+
+@dataclass
+class FinetuneOutcome:
+    """What one task's fine-tuning produced (the GLUE flow scores, logs and registers it)."""
+
+    run_name: str
+    final_step: int
+    model_dir: str  # save_pretrained directory of the fine-tuned classifier + tokenizer
+    predictions: dict[str, list]  # eval split -> label ids (or scores for regression), in row order
+    metrics: dict[str, float | None]  # train_loss, examples_per_s, train_s
+    resumed_from_step: int | None  # a rerun of the same run name started here
+    restarted_from_step: int | None = None  # a dead worker's group restarted here, inside this invocation
+
+
+def run_finetuning(
+    *,
+    model_dir: str,
+    tokenizer_dir: str,
+    train: EncodedSplit,
+    evals: dict[str, EncodedSplit],
+    label_names: list[str],
+    spec: FinetuneSpec,
+    scaling: GlueScalingSpec,
+    run_name: str,
+    storage_path: str,
+    mlflow_run_id: str | None = None,
+    mlflow_tracking_uri: str | None = None,
+    fail_once_at_step: int | None = None,
+) -> FinetuneOutcome:
+    """Fine-tune the pretrained folder `model_dir` on the encoded `train` rows and predict every split of `evals`.
+
+    `train` and `evals` are encoded on the driver and shipped once through the object store. Checkpoints go to
+    `<storage_path>/<run_name>/checkpoint_*`; rerunning with the same run name resumes from the latest one, a
+    dead worker restarts the group from it (`scaling.max_failures`). Rank 0 predicts the eval splits at the end,
+    and the final checkpoint carries the model and the predictions.
+    """
+    storage = str(Path(storage_path).resolve())
+    final_dir = _local_path(storage, run_name, FINAL_MODEL_DIR)
+    tracking_uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    _ensure_ray(scaling, tracking_uri)
+    config = {
+        "model_dir": str(Path(model_dir).resolve()),
+        "spec": spec.model_dump(),
+        "label_names": list(label_names),
+        "train_ref": ray.put(train),
+        "evals_ref": ray.put(evals),
+        "precision": scaling.precision,
+        **_job_config(scaling, storage, run_name, mlflow_run_id, tracking_uri, fail_once_at_step),
+    }
+    result = _trainer(_finetune_worker, config, scaling, run_name, storage).fit()
+    metrics = dict(result.metrics or {})
+    with result.checkpoint.as_directory() as ckpt_dir:
+        predictions = json.loads((Path(ckpt_dir) / PREDICTIONS_FILE).read_text())
+        _publish_model(Path(ckpt_dir) / _HF_SUBDIR, Path(final_dir), Path(tokenizer_dir))
+    return FinetuneOutcome(
+        run_name=run_name, final_step=int(metrics["step"]), model_dir=final_dir, predictions=predictions,
+        metrics={k: metrics.get(k) for k in ("train_loss", "examples_per_s", "train_s", "examples_seen",
+                                             "first_step_at")},
+        resumed_from_step=metrics.get("resumed_from_step"), restarted_from_step=metrics.get("restarted_from_step"),
+    )
+
+
+def _finetune_worker(config: dict[str, Any]) -> None:
+    """One data-parallel rank of a GLUE fine-tuning job: restore, train, (rank 0) predict, report."""
+    from cluster.train.loop import autocast_dtype
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    spec = FinetuneSpec(**config["spec"])
+    device = ray.train.torch.get_device()
+    if not config["use_gpu"]:
+        torch.set_num_threads(max(1, math.floor(config["cpus_per_worker"])))
+    amp = autocast_dtype(config["precision"], device)
+    train, evals = ray.get(config["train_ref"]), ray.get(config["evals_ref"])
+    label_names = config["label_names"]
+    regression = not label_names
+    model = load_classifier(config["model_dir"], max(1, len(label_names)), label_names, seed=spec.seed)
+    raw = model
+
+    resume, meta = None, {"invocation": config["invocation"], "resumed_from_step": None}
+    with _newest_checkpoint(ray.train.get_checkpoint(), Path(config["run_dir"])) as d:
+        if d is not None:
+            resume = load_checkpoint(d)
+            saved = json.loads((Path(d) / _RUN_META).read_text())
+    if resume is not None:
+        step = resume["state"]["step"]
+        # A restart after a dead worker (same invocation) records where it picked up; a rerun, where it resumed.
+        meta = {**saved, "restarted_from_step": step} if saved["invocation"] == config["invocation"] else {
+            "invocation": config["invocation"], "resumed_from_step": step}
+    model = ray.train.torch.prepare_model(model)
+
+    logger = _MlflowLogger(config["mlflow_tracking_uri"], config["mlflow_run_id"]) if rank == 0 else None
+    failing_rank = 1 if world > 1 else 0
+    checkpointed = {"any": resume is not None}
+    total = schedule(len(train), spec)[1]
+    first_step_at: dict[str, float] = {}  # wall clock of this session's first optimizer step (start-up cost)
+
+    def on_step(m: dict[str, float]) -> None:
+        first_step_at.setdefault("t", time.time())
+        if logger:
+            logger.log(m, m["step"])
+            if m["step"] % max(1, total // 10) == 0 or m["step"] == total:
+                print(f"[lmpipe] step {int(m['step'])}/{total} epoch {m['epoch']:.2f} loss {m['loss']:.4f} "
+                      f"lr {m['lr']:.2e} {m['examples_per_s']:,.1f} ex/s", flush=True)
+        at = config["fail_once_at_step"]
+        if rank == failing_rank and at is not None and m["step"] == at and checkpointed["any"]:
+            marker = Path(config["fail_marker"])
+            if not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(f"worker {rank} exited on purpose at step {at}\n")
+                os._exit(1)
+
+    def on_checkpoint(state: Any, state_dicts: dict[str, Any]) -> None:
+        if logger:
+            logger.flush()
+        final = state.step >= state.total_steps
+        metrics = {"step": state.step, "train_loss": state.last_loss, "examples_per_s": state.examples_per_s,
+                   "train_s": state.train_s, "examples_seen": state.examples_seen,
+                   "resumed_from_step": meta["resumed_from_step"], "restarted_from_step": meta.get("restarted_from_step"),
+                   "first_step_at": first_step_at.get("t")}
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                save_checkpoint_state(tmp, state_dicts)
+                (Path(tmp) / _RUN_META).write_text(json.dumps(meta))
+                if final:
+                    raw.save_pretrained(Path(tmp) / _HF_SUBDIR)
+                    preds = {name: predict(raw, split, spec.eval_batch_size, device, regression=regression,
+                                           autocast_dtype=amp).tolist() for name, split in evals.items()}
+                    (Path(tmp) / PREDICTIONS_FILE).write_text(json.dumps(preds))
+                ckpt = Checkpoint.from_directory(tmp)
+            ray.train.report({k: v for k, v in metrics.items() if v is not None}, checkpoint=ckpt)
+        checkpointed["any"] = True
+
+    finetune(model, train, spec, device, regression=regression, resume=resume, on_step=on_step,
+             on_checkpoint=on_checkpoint, is_ddp=world > 1, rank=rank, world_size=world, autocast_dtype=amp)
+    if logger:
+        logger.flush()
+
+
+@contextlib.contextmanager
+def _newest_checkpoint(checkpoint: Checkpoint | None, run_dir: Path) -> Iterator[Path | None]:
+    """The newer of Ray's latest registered checkpoint and the newest complete one on disk.
+
+    A crash right after a checkpoint was written but before every rank's report reached the controller leaves it
+    on disk yet out of Ray's snapshot (see `latest_checkpoint_on_disk`); resuming from the older one would redo
+    steps, so the step count decides.
+    """
+    on_disk = latest_checkpoint_on_disk(run_dir)
+    with (checkpoint.as_directory() if checkpoint is not None else nullcontext(None)) as registered:
+        options = [Path(p) for p in (registered, on_disk) if p is not None]
+        yield max(options, key=lambda p: json.loads((p / STATE_FILE).read_text())["step"]) if options else None
+
+
+def save_checkpoint_state(directory: str | Path, state_dicts: dict[str, Any]) -> None:
+    """A fine-tuning checkpoint: checkpoint.pt + train_state.json (the `FinetuneState`)."""
+    directory = Path(directory)
+    torch.save(state_dicts, directory / CHECKPOINT_FILE)
+    (directory / STATE_FILE).write_text(json.dumps(state_dicts["state"], indent=2))
+

@@ -1,0 +1,142 @@
+"""The GLUE spec: how `lmpipe glue` fine-tunes and scores a model, and how `lmpipe promote` gates it.
+
+Defaults are Hugging Face `run_glue.py`'s (its `TrainingArguments` defaults): lr 5e-5, 3 epochs, batch 8,
+max length 128, no warmup, no weight decay, linear decay, AdamW (0.9, 0.999, eps 1e-8), gradient clip 1.0,
+seed 42. `tasks:` overrides them per task; command-line flags override both for every task run.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from data_specs._base import StrictModel
+
+GlueTaskName = Literal["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
+ALL_TASKS: list[str] = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]  # = tasks.glue.TASK_NAMES
+
+
+class FinetuneSpec(StrictModel):
+    """Hyperparameters of one task's fine-tuning. Every field is optional in a per-task override."""
+
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate (run_glue: 5e-5).")
+    epochs: float = Field(3.0, gt=0, description="Passes over the training rows (run_glue: 3).")
+    batch_size: int = Field(8, ge=1, description="Training rows per optimizer step, all workers together (run_glue: 8).")
+    eval_batch_size: int = Field(64, ge=1, description="Rows per evaluation forward pass.")
+    max_length: int = Field(128, ge=8, description="Tokens per input (pairs truncated longest-first; run_glue: 128).")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of steps with linear warmup (run_glue: 0).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on matrix weights (run_glue: 0).")
+    grad_clip: float | None = Field(1.0, gt=0, description="Global gradient-norm clip; null = off (run_glue: 1.0).")
+    seed: int = Field(42, description="Seed of the head's initialisation, dropout and the shuffle (run_glue: 42).")
+    max_train_examples: int | None = Field(None, ge=1, description="Use only the first N training rows.")
+    max_eval_examples: int | None = Field(None, ge=1, description="Score only the first N rows of each dev split.")
+    checkpoint_every: int = Field(500, ge=1, description="Checkpoint every N steps (and at the end).")
+
+
+class FinetuneOverride(StrictModel):
+    """Per-task changes to the defaults; unset fields keep the default."""
+
+    lr: float | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    max_length: int | None = Field(None, ge=8)
+    warmup_ratio: float | None = Field(None, ge=0, lt=1)
+    weight_decay: float | None = Field(None, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    seed: int | None = None
+    max_train_examples: int | None = Field(None, ge=1)
+    max_eval_examples: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)
+
+
+class GlueDataSpec(StrictModel):
+    """Where the GLUE data comes from."""
+
+    dir: str | None = Field(
+        None,
+        description="Local folder with <TASK>/{train,dev}.tsv (GLUE release or HF exported layout); "
+        "null = the Hugging Face hub (`hub_repo`).",
+    )
+    hub_repo: str = Field("nyu-mll/glue", description="Hub dataset used when `dir` is null.")
+
+
+class GlueScalingSpec(StrictModel):
+    """Where fine-tuning runs (the same knobs as pretraining's `scaling`)."""
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks).")
+    use_gpu: bool = Field(False, description="One GPU per worker; bf16 autocast.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="Logical CPUs per worker.")
+    ray_address: str | None = Field(None, description="Existing Ray cluster; RAY_ADDRESS wins; null = local Ray.")
+    storage_path: str | None = Field(None, description="Checkpoints; null = .lmpipe/glue/runs in the project.")
+    max_failures: int = Field(3, ge=-1, description="Worker failures to recover from (-1 = unlimited).")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="'auto' = bf16 on GPU, fp32 on CPU.")
+
+
+class GlueMLflowSpec(StrictModel):
+    """Tracking and registry. MLFLOW_TRACKING_URI wins over `tracking_uri`."""
+
+    tracking_uri: str | None = Field(None, description="null = the project-local SQLite store.")
+    experiment: str = Field("lmpipe-glue", description="Experiment of the evaluation runs.")
+
+
+class GateSpec(StrictModel):
+    """The promotion gate: `champion` moves only to a candidate that is better by `margin`."""
+
+    margin: float = Field(
+        0.0, ge=0, description="Required GLUE-score gain over the champion (fraction: 0.005 = half a point)."
+    )
+    tasks: list[GlueTaskName] | None = Field(
+        None, description="Tasks the gate compares on; null = the tasks of the candidate's evaluation."
+    )
+
+
+class ContaminationSpec(StrictModel):
+    """n-gram overlap between the base model's pretraining corpus and the GLUE dev sets (GPT-3 appendix C)."""
+
+    enabled: bool = Field(True, description="Run the check when the model's lineage names a curated corpus.")
+    ngram: int = Field(13, ge=4, le=50, description="Words per n-gram (GPT-3 used 13).")
+    short_fields: Literal["whole", "skip"] = Field(
+        "whole", description="A field shorter than `ngram` words: dirty if it occurs whole (GPT-3), or skipped."
+    )
+
+
+class GlueSpec(StrictModel):
+    """Fine-tune and score a model on GLUE tasks; gate the `champion` alias on the GLUE score."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="Spec name (lower case, no spaces).")
+    version: int = Field(1, ge=1, description="Bump when the recipe's behaviour changes.")
+    tasks: list[GlueTaskName] = Field(default_factory=lambda: list(ALL_TASKS), description="Tasks to run, in order.")
+    defaults: FinetuneSpec = Field(default_factory=FinetuneSpec, description="Hyperparameters of every task.")
+    overrides: dict[GlueTaskName, FinetuneOverride] = Field(
+        default_factory=dict, description="Per-task changes to `defaults` (e.g. mrpc: {epochs: 5})."
+    )
+    data: GlueDataSpec = Field(default_factory=GlueDataSpec)
+    scaling: GlueScalingSpec = Field(default_factory=GlueScalingSpec)
+    mlflow: GlueMLflowSpec = Field(default_factory=GlueMLflowSpec)
+    gate: GateSpec = Field(default_factory=GateSpec)
+    contamination: ContaminationSpec = Field(default_factory=ContaminationSpec)
+
+    @field_validator("tasks")
+    @classmethod
+    def _no_repeats(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("tasks is empty: name at least one GLUE task")
+        if len(set(value)) != len(value):
+            raise ValueError(f"tasks repeats a task: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _overrides_apply(self) -> GlueSpec:
+        for task in self.overrides:
+            self.for_task(task)  # the merged values must validate too
+        return self
+
+    def for_task(self, task: str, **flags: object) -> FinetuneSpec:
+        """The hyperparameters of `task`: defaults, then the spec's override, then non-None `flags`."""
+        merged = self.defaults.model_dump()
+        if task in self.overrides:
+            merged.update({k: v for k, v in self.overrides[task].model_dump().items() if v is not None})
+        merged.update({k: v for k, v in flags.items() if v is not None})
+        return FinetuneSpec(**merged)
