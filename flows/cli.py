@@ -3,10 +3,13 @@
     lmpipe curate SPEC [--workers N] [--runner threads|ray]
     lmpipe tokenize SPEC
     lmpipe pretrain SPEC [--new-run]
+    lmpipe glue MODEL [--tasks sst2,rte] [--data-dir DIR] [--spec SPEC] [--name BASE] [--epochs N] [--lr X]
+                      [--batch-size N] [--max-length N] [--seed N] [--max-train-examples N] [--metrics-json PATH]
+    lmpipe promote NAME [--margin X] [--tasks ...] [--spec SPEC]
     lmpipe validate SPEC
 
 Exit codes: 0 success; 1 the run finished but some inputs failed (curate) or the job failed (pretrain);
-2 bad spec, or a spec that cannot run (preflight).
+2 bad spec, bad input, or a spec that cannot run (preflight). `promote` exits 0 whether it promotes or refuses.
 """
 
 from __future__ import annotations
@@ -146,6 +149,92 @@ def curate(
     _summary(manifest)
     if manifest["failed_inputs"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def glue(
+    model: Annotated[str, typer.Argument(help="models:/<name>@<alias>, models:/<name>/<version> or a HF folder.")],
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated HF task names (default: the spec's).")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Local GLUE folder <TASK>/{train,dev}.tsv (default: hub).")] = None,
+    spec: Annotated[str | None, typer.Option(help="GLUE spec YAML (default: data_specs/glue/default.yaml).")] = None,
+    name: Annotated[str | None, typer.Option(help="Base name for a local folder (default: its folder name).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Override epochs for every task.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Override the learning rate for every task.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override the batch size for every task.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Override the max input length for every task.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the seed for every task.")] = None,
+    max_train_examples: Annotated[int | None, typer.Option(help="Train on the first N rows of each task.")] = None,
+    metrics_json: Annotated[str | None, typer.Option(help="Also write the results as JSON here.")] = None,
+) -> None:
+    """Fine-tune and score MODEL on GLUE tasks (Ray Train); register <base>-glue-<task> models in MLflow."""
+    from data_specs.glue import GlueSpec
+    from tasks.glue.tasks import parse_task_list
+
+    try:
+        from data_specs import load_spec
+        from flows.glue import DEFAULT_SPEC
+
+        load_spec(spec or DEFAULT_SPEC, GlueSpec)
+        task_list = parse_task_list(tasks) if tasks else None
+    except (SpecError, ValueError) as exc:
+        console.print(f"[bold red]Invalid input[/]: {exc}")
+        raise typer.Exit(2) from exc
+    from flows.glue import glue as glue_flow
+    from tasks.glue.data import GlueDataError
+
+    overrides = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "max_length": max_length, "seed": seed,
+                 "max_train_examples": max_train_examples}
+    try:
+        summary = glue_flow(model, tasks=task_list, spec_path=spec, data_dir=data_dir, name=name,
+                            overrides={k: v for k, v in overrides.items() if v is not None}, metrics_json=metrics_json)
+    except (GlueDataError, ValueError) as exc:
+        console.print(f"[bold red]Cannot run[/]: {exc}")
+        raise typer.Exit(2) from exc
+    _glue_table(summary)
+
+
+def _glue_table(summary: dict[str, Any]) -> None:
+    table = Table(title=f"GLUE: {summary['model']}", show_header=True)
+    for col in ("task", "metrics", "n_train", "n_eval"):
+        table.add_column(col, justify="left" if col in ("task", "metrics") else "right")
+    for key, r in summary["tasks"].items():
+        metrics = ", ".join(f"{m} {v * 100:.2f}" for m, v in r.items() if m not in ("n_train", "n_eval"))
+        table.add_row(key, metrics, f"{r['n_train']:,}", f"{r['n_eval']:,}")
+    table.add_row("[bold]GLUE score[/]", f"[bold]{summary['glue_score'] * 100:.2f}[/]", "", "")
+    console.print(table)
+    for task_name, uri in summary["registered"].items():
+        console.print(f"registered {task_name}: {uri}")
+    contamination = summary.get("contamination") or {}
+    for key, r in contamination.items():
+        console.print(f"contamination {key}: {r['n_contaminated']}/{r['n_examples']} ({r['rate']:.1%}) dev examples "
+                      "share an n-gram with the pretraining corpus")
+    if summary.get("startup_s_to_first_step") is not None:
+        console.print(f"first training step {summary['startup_s_to_first_step']:.1f} s after the flow started "
+                      f"(model resolved in {summary['model_resolve_s']:.1f} s)")
+    console.print(f"MLflow run {summary['run_id']} at {summary['tracking_uri']}")
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered base model name (its candidate is compared to its champion).")],
+    margin: Annotated[float | None, typer.Option(help="Required GLUE-score gain (fraction); default: the spec's.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Compare on these tasks (default: the candidate's).")] = None,
+    spec: Annotated[str | None, typer.Option(help="GLUE spec YAML with the gate settings.")] = None,
+) -> None:
+    """Move the 'champion' alias to NAME@candidate only if its GLUE score beats the champion's by the margin."""
+    from flows.glue import promote as promote_flow
+    from tasks.glue.tasks import parse_task_list
+
+    try:
+        task_list = parse_task_list(tasks) if tasks else None
+    except ValueError as exc:
+        console.print(f"[bold red]Invalid input[/]: {exc}")
+        raise typer.Exit(2) from exc
+    out = promote_flow(name, margin=margin, tasks=task_list, spec_path=spec)
+    style = "bold green" if out["promoted"] else "bold yellow"
+    console.print(f"[{style}]{'promoted' if out['promoted'] else 'refused'}[/]: {out['reason']}")
+    for moved in out["moved"]:
+        console.print(f"  champion -> {moved}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -213,6 +213,7 @@ def pretrain(spec_path: str, new_run: bool = False) -> dict[str, Any]:
     tags = {
         "lmpipe.spec_fingerprint": spec_fp,
         "lmpipe.curated_manifest_sha256": token_manifest["curated"]["manifest_sha256"],
+        "lmpipe.curated_path": spec.data.curated,  # lineage: the GLUE contamination check scans this corpus
         "lmpipe.token_manifest_sha256": _file_sha256(f"{spec.data.tokens}/manifest.json"),
         "lmpipe.tokenizer_hash": token_manifest["tokenizer"]["hash"],
         "lmpipe.git_commit": git_commit() or "unknown",

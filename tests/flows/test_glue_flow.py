@@ -1,0 +1,199 @@
+"""`lmpipe glue` and `lmpipe promote` end to end: a registered tiny BERT fine-tuned on RTE (classification) and
+STS-B (regression) through the command, on Ray Train, with MLflow on SQLite and the Prefect test server.
+
+Checked: the metrics JSON, nested MLflow runs with data lineage, the task models registered and loadable by
+alias in a fresh process, the results on the base version, a planted contamination found, and the gate
+promoting, then refusing a worse candidate, an incomplete evaluation and a different task set."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import mlflow
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tasks.glue.metrics import glue_score
+from tasks.registry.core import log_and_register
+from tasks.registry.evaluations import read_eval_record, set_eval_status, write_eval_record
+from tests.unit._registry_helpers import tiny_bert
+
+pytestmark = pytest.mark.ray
+
+PLANTED = "the quick brown fox jumps over the lazy dog while the cat sat on the red mat"  # 17 words
+WORDS = ["cat", "dog", "mat", "log", "fox", "red", "brown", "garden", "model", "word"]
+
+
+def _sentence(i: int, n: int = 6) -> str:
+    return " ".join(WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(n))
+
+
+def write_glue_dir(root):
+    """RTE in the Hugging Face exported layout, STS-B in the original GLUE layout; dev row 0 of RTE is PLANTED."""
+    rte, sts = root / "RTE", root / "STS-B"
+    rte.mkdir(parents=True)
+    sts.mkdir(parents=True)
+    for split, n in (("train", 48), ("dev", 16)):
+        rows = ["sentence1\tsentence2\tlabel\tidx"]
+        for i in range(n):
+            first = PLANTED if (split == "dev" and i == 0) else _sentence(i)
+            rows.append(f"{first}\t{_sentence(i + 1, 3)}\t{i % 2}\t{i}")
+        (rte / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+        head = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+        rows = [head] + [f"{i}\tmain-news\tf\t2012\t{i}\tnone\tnone\t{_sentence(i)}\t{_sentence(i + i % 3)}\t"
+                         f"{(i % 6) * 0.8:.1f}" for i in range(n)]
+        (sts / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("glue-flow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    curated = root / "curated"
+    (curated / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["books/1", "books/2"], "text": [f"Once upon a time. {PLANTED.capitalize()}!",
+                                                                     "nothing to see here at all"]}),
+                   curated / "data" / "shard-00000-of-00001.parquet")
+    client = MlflowClient(uri)
+    exp = client.create_experiment("pretrain", artifact_location=(root / "artifacts").as_uri())
+    versions = []
+    for seed in range(2):  # two versions of the base model: v1 (candidate, then champion) and v2
+        run = client.create_run(exp, tags={"lmpipe.curated_path": str(curated)})
+        hf = tiny_bert(root / f"tiny-bert-{seed}")
+        versions.append(log_and_register(str(hf), registered_model="tiny-bert", run_id=run.info.run_id,
+                                         tracking_uri=uri, task="fill-mask", tags={}, alias="candidate"))
+    client.set_registered_model_alias("tiny-bert", "candidate", versions[0].version)
+    spec = yaml.safe_load(open("data_specs/glue/tiny_cpu.yaml"))
+    spec["scaling"] = {"num_workers": 1, "cpus_per_worker": 1.0, "storage_path": str(root / "runs"), "max_failures": 0}
+    spec["mlflow"] = {"tracking_uri": uri}
+    (root / "glue.yaml").write_text(yaml.safe_dump(spec))
+    return {"root": root, "uri": uri, "glue_dir": write_glue_dir(root / "glue"), "spec": root / "glue.yaml",
+            "curated": curated}
+
+
+@pytest.fixture(scope="module")
+def evaluated(setup, monkeypatch_module):
+    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", setup["uri"])
+    out = setup["root"] / "metrics.json"
+    result = CliRunner().invoke(app, [
+        "glue", "models:/tiny-bert@candidate", "--tasks", "rte,stsb", "--data-dir", str(setup["glue_dir"]),
+        "--spec", str(setup["spec"]), "--epochs", "2", "--lr", "1e-3", "--metrics-json", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return {"output": result.output, "metrics": json.loads(out.read_text())}
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_command_prints_and_writes_the_metrics(evaluated):
+    m = evaluated["metrics"]
+    assert m["model"] == "models:/tiny-bert@candidate"
+    assert set(m["tasks"]) == {"rte", "stsb"}
+    assert set(m["tasks"]["rte"]) == {"accuracy", "n_train", "n_eval"}
+    assert set(m["tasks"]["stsb"]) == {"pearson", "spearmanr", "n_train", "n_eval"}
+    assert m["tasks"]["rte"]["n_train"] == 48 and m["tasks"]["rte"]["n_eval"] == 16
+    scores = {k: {x: v for x, v in r.items() if x not in ("n_train", "n_eval")} for k, r in m["tasks"].items()}
+    assert m["glue_score"] == pytest.approx(glue_score(scores))
+    assert "GLUE score" in evaluated["output"] and "tiny-bert-glue-rte" in evaluated["output"]
+
+
+def test_mlflow_runs_lineage_and_base_version(setup, evaluated):
+    client = MlflowClient(setup["uri"])
+    exp = client.get_experiment_by_name("lmpipe-glue")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["lmpipe.glue.task"] for r in children) == ["rte", "stsb"]
+    rte = next(r for r in children if r.data.tags["lmpipe.glue.task"] == "rte")
+    assert rte.data.tags["lmpipe.base_model_version"] == "1"
+    assert rte.data.tags["lmpipe.data.train.path"].endswith("RTE/train.tsv")
+    assert len(rte.data.tags["lmpipe.data.validation.sha256"]) == 64
+    assert "accuracy" in rte.data.metrics
+    assert parent.data.metrics["glue_score"] == pytest.approx(evaluated["metrics"]["glue_score"])
+    assert parent.data.metrics["contamination_rate_rte"] == pytest.approx(1 / 16)  # the planted dev row
+    assert parent.data.metrics["contamination_rate_stsb"] == 0.0
+    record = read_eval_record("tiny-bert", "candidate", setup["uri"])
+    assert record.status == "complete" and record.tasks == ("rte", "stsb")
+    assert client.get_model_version("tiny-bert", "1").tags["glue_score"] == f"{evaluated['metrics']['glue_score']:.4f}"
+    report = client.download_artifacts(parent.info.run_id, "glue_report.md", str(setup["root"]))
+    assert "BERT-base" in open(report).read()
+
+
+def test_task_models_load_by_alias_in_a_fresh_process(setup, evaluated):
+    code = textwrap.dedent(f"""
+        import mlflow, pandas as pd
+        mlflow.set_tracking_uri({setup['uri']!r})
+        long = " ".join(["cat dog"] * 600)
+        rte = mlflow.pyfunc.load_model("models:/tiny-bert-glue-rte@candidate")
+        out = rte.predict(pd.DataFrame({{"sentence1": ["the cat sat", long], "sentence2": ["a dog", long]}}))
+        assert set(out["label"]) <= {{"entailment", "not_entailment"}}, out
+        sts = mlflow.pyfunc.load_model("models:/tiny-bert-glue-stsb@candidate")
+        out = sts.predict(pd.DataFrame({{"sentence1": ["the cat sat"], "sentence2": [long]}}))
+        print("OK", float(out["score"][0]))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-3000:]
+
+
+def test_gate_promotes_then_refuses(setup, evaluated):
+    uri, runner = setup["uri"], CliRunner()
+    client = MlflowClient(uri)
+    first = runner.invoke(app, ["promote", "tiny-bert", "--spec", str(setup["spec"])])
+    assert first.exit_code == 0 and "promoted" in first.output, first.output
+    assert str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("tiny-bert-glue-rte", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("tiny-bert-glue-stsb", "champion").version) == "1"
+
+    # v2 becomes the candidate with a complete but worse evaluation on the same tasks: refused.
+    champion = read_eval_record("tiny-bert", "champion", uri)
+    worse = {k: {m: v - 0.2 for m, v in r.items()} for k, r in champion.results.items()}
+    client.set_registered_model_alias("tiny-bert", "candidate", "2")
+    write_eval_record("tiny-bert", "2", ["rte", "stsb"], worse, glue_score(worse), "run", uri)
+    refused = runner.invoke(app, ["promote", "tiny-bert", "--margin", "0", "--spec", str(setup["spec"])])
+    assert "refused" in refused.output and str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "1"
+    assert client.get_model_version("tiny-bert", "2").tags["lmpipe.gate.decision"] == "refused"
+
+    # Better scores, but an evaluation that failed half-way: refused.
+    better = {k: {m: min(1.0, v + 0.3) for m, v in r.items()} for k, r in champion.results.items()}
+    write_eval_record("tiny-bert", "2", ["rte", "stsb"], better, glue_score(better), "run", uri)
+    set_eval_status("tiny-bert", "2", "failed", uri)
+    refused = runner.invoke(app, ["promote", "tiny-bert", "--spec", str(setup["spec"])])
+    assert "refused" in refused.output and str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "1"
+
+    # Better scores on a different task set than the champion's: refused.
+    write_eval_record("tiny-bert", "2", ["rte"], {"rte": better["rte"]}, glue_score({"rte": better["rte"]}), "run", uri)
+    refused = runner.invoke(app, ["promote", "tiny-bert", "--tasks", "rte,stsb", "--spec", str(setup["spec"])])
+    assert "refused" in refused.output and str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "1"
+
+    # Complete and better on the same tasks: promoted, and the decision is recorded as a run.
+    write_eval_record("tiny-bert", "2", ["rte", "stsb"], better, glue_score(better), "run", uri)
+    promoted = runner.invoke(app, ["promote", "tiny-bert", "--spec", str(setup["spec"])])
+    assert "promoted" in promoted.output and str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "2"
+    exp = client.get_experiment_by_name("lmpipe-glue")
+    decisions = [r.data.tags["lmpipe.gate.promoted"] for r in client.search_runs(
+        [exp.experiment_id], "tags.`lmpipe.gate.model` = 'tiny-bert'", order_by=["attributes.start_time ASC"])]
+    assert decisions == ["true", "false", "false", "false", "true"]
+
+
+def test_bad_model_and_task_are_clear_errors(setup):
+    runner = CliRunner()
+    bad_task = runner.invoke(app, ["glue", "models:/tiny-bert@candidate", "--tasks", "sst3"])
+    assert bad_task.exit_code == 2 and "unknown GLUE task" in bad_task.output
+    missing = runner.invoke(app, ["glue", str(setup["root"] / "nope"), "--tasks", "rte", "--spec", str(setup["spec"])])
+    assert missing.exit_code == 2 and "config.json" in missing.output
+    no_data = runner.invoke(app, ["glue", str(setup["root"] / "tiny-bert-0"), "--tasks", "cola", "--spec",
+                                  str(setup["spec"]), "--data-dir", str(setup["glue_dir"])])
+    assert no_data.exit_code == 2 and "CoLA" in no_data.output
