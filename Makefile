@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(OFFLINE) $(BIN)/python benchmarks/bench_dedup_quality.py
 	$(OFFLINE) $(BIN)/python benchmarks/bench_tokenizer.py
 	$(OFFLINE) $(BIN)/python benchmarks/bench_train.py
+	$(OFFLINE) $(BIN)/python benchmarks/bench_glue.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -26,6 +26,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
+from prefect.runtime import flow_run as prefect_flow_run
 
 from data_specs import SPECS_DIR, fingerprint, load_spec
 from data_specs.glue import FinetuneSpec, GlueSpec
@@ -364,7 +365,7 @@ def promotion_gate_task(name: str, margin: float | None = None, tasks: list[str]
         "lmpipe.gate.model": name, "lmpipe.gate.promoted": str(decision.promote).lower(),
         "lmpipe.gate.reason": decision.reason[:5000], "lmpipe.gate.candidate_version": candidate.version if candidate else "none",
         "lmpipe.gate.champion_version": champion.version if champion else "none",
-        "lmpipe.prefect_flow_run_id": str(get_run_context().flow_run.id)})
+        "lmpipe.prefect_flow_run_id": str(prefect_flow_run.id)})
     for key, value in (("candidate_score", decision.candidate_score), ("champion_score", decision.champion_score),
                        ("margin", decision.margin)):
         if value is not None:

@@ -335,6 +335,10 @@ def _ensure_ray(scaling: ScalingSpec, tracking_uri: str | None) -> None:
     else:
         # One logical CPU beyond the workers' share, for Ray Data's read tasks.
         num_cpus = max(2, math.ceil(scaling.num_workers * scaling.cpus_per_worker) + 1)
+        # Ray renices its workers to 15 by default; in a local training job the workers *are* the job, and at
+        # nice 15 every idle-time blip of the driver, the Prefect server or the raylet preempts them (measured:
+        # about 5% of fine-tuning throughput on 2 cores). The local raylet reads this when it starts.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
 
 

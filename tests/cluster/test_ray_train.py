@@ -47,6 +47,8 @@ def test_gpt_two_workers_mlflow_then_resume(ray_local, tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(first.model_dir)
     tok = AutoTokenizer.from_pretrained(first.model_dir)
+    assert tok.model_max_length == SEQ_LEN  # the model's n_positions: truncation=True now fits the model
+    assert len(tok(" ".join(["w1"] * 500), truncation=True)["input_ids"]) == SEQ_LEN
     ids = torch.tensor([tok.convert_tokens_to_ids(["w0", "w1", "w2", "w3"])])
     assert model(input_ids=ids).logits.shape == (1, 4, 96)
 

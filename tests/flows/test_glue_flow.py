@@ -173,9 +173,15 @@ def test_gate_promotes_then_refuses(setup, evaluated):
     refused = runner.invoke(app, ["promote", "tiny-bert", "--spec", str(setup["spec"])])
     assert "refused" in refused.output and str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "1"
 
-    # Better scores on a different task set than the champion's: refused.
+    # Better, but missing a task the gate compares on: refused.
     write_eval_record("tiny-bert", "2", ["rte"], {"rte": better["rte"]}, glue_score({"rte": better["rte"]}), "run", uri)
     refused = runner.invoke(app, ["promote", "tiny-bert", "--tasks", "rte,stsb", "--spec", str(setup["spec"])])
+    assert "refused" in refused.output and str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "1"
+
+    # Better, on a task set the champion was never scored on (cola too): refused, not compared.
+    wider = {**better, "cola": {"matthews_correlation": 0.9}}
+    write_eval_record("tiny-bert", "2", ["rte", "stsb", "cola"], wider, glue_score(wider), "run", uri)
+    refused = runner.invoke(app, ["promote", "tiny-bert", "--spec", str(setup["spec"])])
     assert "refused" in refused.output and str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "1"
 
     # Complete and better on the same tasks: promoted, and the decision is recorded as a run.
@@ -183,9 +189,13 @@ def test_gate_promotes_then_refuses(setup, evaluated):
     promoted = runner.invoke(app, ["promote", "tiny-bert", "--spec", str(setup["spec"])])
     assert "promoted" in promoted.output and str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "2"
     exp = client.get_experiment_by_name("lmpipe-glue")
-    decisions = [r.data.tags["lmpipe.gate.promoted"] for r in client.search_runs(
-        [exp.experiment_id], "tags.`lmpipe.gate.model` = 'tiny-bert'", order_by=["attributes.start_time ASC"])]
-    assert decisions == ["true", "false", "false", "false", "true"]
+    runs = client.search_runs([exp.experiment_id], "tags.`lmpipe.gate.model` = 'tiny-bert'",
+                              order_by=["attributes.start_time ASC"])
+    assert [r.data.tags["lmpipe.gate.promoted"] for r in runs] == ["true", "false", "false", "false", "false", "true"]
+    assert "no results for stsb" in runs[3].data.tags["lmpipe.gate.reason"]
+    assert "cola" in runs[4].data.tags["lmpipe.gate.reason"]
+    assert all(len(r.data.tags["lmpipe.prefect_flow_run_id"]) == 36 for r in runs)  # a real flow run id
+    assert runs[5].data.metrics["candidate_score"] > runs[5].data.metrics["champion_score"]
 
 
 def test_bad_model_and_task_are_clear_errors(setup):
