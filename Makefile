@@ -1,6 +1,6 @@
 # lmpipe: two commands do all the set-up on a fresh machine.
 #   make demo   - create .venv if missing, then run the whole pipeline on the bundled sample corpus:
-#                 curate -> tokenize -> pretrain (tiny GPT, 2 Ray workers) -> registered in MLflow
+#                 curate -> tokenize -> pretrain (tiny BERT, 2 Ray workers) -> GLUE (SST-2, RTE) -> promote
 #   make test   - create .venv if missing, then run the default test suite (what CI runs)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmpipe-installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false RAY_USAGE_STATS_ENABLED=0
 
-.PHONY: venv demo test test-all bench clean
+.PHONY: venv demo test test-all bench clean services services-down
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(OFFLINE) $(BIN)/lmpipe curate data_specs/curate/sample.yaml
-	$(OFFLINE) $(BIN)/lmpipe pretrain data_specs/pretrain/sample_gpt.yaml
+	$(OFFLINE) $(BIN)/lmpipe pipeline data_specs/pipeline/sample.yaml
 
 test: $(STAMP)
 	@set +e; $(OFFLINE) $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
@@ -37,6 +36,14 @@ bench: $(STAMP)
 	$(OFFLINE) $(BIN)/python benchmarks/bench_tokenizer.py
 	$(OFFLINE) $(BIN)/python benchmarks/bench_train.py
 	$(OFFLINE) $(BIN)/python benchmarks/bench_glue.py
+
+# Local Prefect (:4200) + MLflow (:5000) servers in the background, state in .lmpipe/services/ (= lmpipe services up).
+# Other ports: make services SERVICES_ARGS="--prefect-port 4300 --mlflow-port 5100"
+services: $(STAMP)
+	$(OFFLINE) $(BIN)/python -m flows.services up $(SERVICES_ARGS)
+
+services-down:
+	$(BIN)/python -m flows.services down
 
 clean:
 	rm -rf out .pytest_cache

@@ -6,6 +6,8 @@
     lmpipe glue MODEL [--tasks sst2,rte] [--data-dir DIR] [--spec SPEC] [--name BASE] [--epochs N] [--lr X]
                       [--batch-size N] [--max-length N] [--seed N] [--max-train-examples N] [--metrics-json PATH]
     lmpipe promote NAME [--margin X] [--tasks ...] [--spec SPEC]
+    lmpipe pipeline SPEC [--stages curate,pretrain,glue,promote] [--fresh]
+    lmpipe services up|down|status
     lmpipe validate SPEC
 
 Exit codes: 0 success; 1 the run finished but some inputs failed (curate) or the job failed (pretrain);
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -28,6 +31,15 @@ from data_specs import SpecError, curate_fingerprint, load_curate_spec, load_pre
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="lmpipe: raw text to a registered language model.")
 console = Console()
+
+
+def _add_services() -> None:
+    from flows.services import services_app
+
+    app.add_typer(services_app, name="services", help="Start, stop or check the local Prefect and MLflow servers.")
+
+
+_add_services()
 
 
 def _summary(manifest: dict[str, Any]) -> None:
@@ -235,6 +247,73 @@ def promote(
     console.print(f"[{style}]{'promoted' if out['promoted'] else 'refused'}[/]: {out['reason']}")
     for moved in out["moved"]:
         console.print(f"  champion -> {moved}")
+
+
+@app.command()
+def pipeline(
+    spec: Annotated[str, typer.Argument(help="Pipeline spec YAML (data_specs/pipeline/).")],
+    stages: Annotated[str | None, typer.Option(help="Run only these stages, e.g. glue,promote.")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new run even if the last one did not finish.")] = False,
+) -> None:
+    """Curate → tokenize + pretrain → GLUE → promote, as one resumable Prefect flow."""
+    from data_specs.pipeline import STAGES
+
+    try:
+        from flows.pipeline import load_pipeline_spec
+
+        load_pipeline_spec(spec)
+        chosen = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+        bad = sorted(set(chosen or []) - set(STAGES))
+        if bad:
+            raise ValueError(f"unknown stage(s) {bad}; expected some of {', '.join(STAGES)}")
+    except (SpecError, ValueError) as exc:
+        console.print(f"[bold red]Invalid input[/]: {exc}")
+        raise typer.Exit(2) from exc
+    from flows.pipeline import pipeline as pipeline_flow
+    from tasks.pretrain.core import PreflightError
+
+    try:
+        summary = pipeline_flow(spec, stages=chosen, fresh=fresh)
+    except (PreflightError, FileNotFoundError) as exc:
+        console.print(f"[bold red]Cannot run[/]: {exc}")
+        raise typer.Exit(2) from exc
+    _where_to_look(summary)
+
+
+def _where_to_look(summary: dict[str, Any]) -> None:
+    """Per-stage times, then where to look: the two UIs and the champion with a snippet that loads it."""
+    table = Table(title=f"pipeline {summary['name']} ({summary['fingerprint']})")
+    for col in ("stage", "seconds", "result"):
+        table.add_column(col, justify="right" if col == "seconds" else "left")
+    for stage, out in summary["stages"].items():
+        result = {"curate": lambda o: f"{o['kept']:,} documents → {o['output']}",
+                  "pretrain": lambda o: f"{o['model_uri']} (version {o['version']})"
+                  + (f", resumed from step {o['resumed_from_step']}" if o.get("resumed_from_step") else ""),
+                  "glue": lambda o: f"GLUE score {o['glue_score'] * 100:.2f}",
+                  "promote": lambda o: ("promoted: " if o["promoted"] else "refused: ") + o["reason"]}[stage](out)
+        table.add_row(stage, f"{out.get('seconds', 0):.1f}" if stage in summary["timings"] else "skipped", result)
+    console.print(table)
+    say = partial(console.print, soft_wrap=True)  # commands and URIs stay on one line, copy-pastable
+    prefect_api = os.environ.get("PREFECT_API_URL")
+    say("[bold]Where to look[/]")
+    if prefect_api:
+        say(f"  Prefect UI:  {prefect_api.rsplit('/api', 1)[0]}  (flow run tagged pipeline:{summary['name']})")
+    else:
+        say("  Prefect UI:  this run used a temporary server; keep history with `.venv/bin/lmpipe services up` "
+            "(or `.venv/bin/prefect server start`) and export PREFECT_API_URL=http://127.0.0.1:4200/api")
+    uri = summary["tracking_uri"]
+    ui = uri if uri.startswith("http") else f".venv/bin/mlflow ui --backend-store-uri {uri} --port 5000"
+    say(f"  MLflow UI:   {ui}")
+    say(f"  Champion:    [bold]{summary['champion_uri']}[/]")
+    first = next(iter((summary["stages"].get("glue") or {}).get("registered", {}).values()), None)
+    prompt = "The river [MASK] flows." if summary["model_kind"] == "bert" else "The river"
+    say("  Load it:\n"
+        f"    import mlflow, pandas as pd\n"
+        f"    mlflow.set_tracking_uri({uri!r})\n"
+        f"    mlflow.pyfunc.load_model({summary['champion_uri']!r}).predict(pd.DataFrame({{'text': [{prompt!r}]}}))")
+    if first:
+        say(f"  Its GLUE models: {first.rsplit('-glue-', 1)[0]}-glue-<task>@champion, e.g. "
+            f"{first.replace('@candidate', '@champion')}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

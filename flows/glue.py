@@ -69,8 +69,7 @@ def finetune_glue_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSp
     from tasks.glue.metrics import compute_metrics
     from tasks.glue.tasks import TASKS, result_key
     from tasks.pretrain.core import JobState, job_dir, new_run_name, read_job_state, write_job_state
-    from tasks.registry.core import log_and_register_classifier
-    from tasks.registry.evaluations import BASE_NAME, BASE_VERSION, client, task_model_name
+    from tasks.registry.evaluations import client, task_model_name
 
     logger = get_run_logger()
     glue_task = TASKS[task_name]
@@ -140,18 +139,44 @@ def finetune_glue_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSp
     for k, v in outcome.metrics.items():
         if isinstance(v, (int, float)) and k != "first_step_at":
             c.log_metric(run_id, f"final_{k}", float(v))
+    logger.info("%s: %s", task_name, results)
+    # The run stays open: the model is registered (and the run finished) only once every task has succeeded.
+    return {"results": results, "model_dir": outcome.model_dir, "run_id": run_id,
+            "final_step": outcome.final_step, "resumed_from_step": outcome.resumed_from_step,
+            "examples_per_s": outcome.metrics.get("examples_per_s"), "first_step_at": outcome.metrics.get("first_step_at")}
+
+
+@task(cache_policy=NO_CACHE, task_run_name="register-glue-{task_name}")
+def register_glue_model_task(task_name: str, base: Any, model_dir: str, run_id: str, tracking_uri: str,
+                             lineage: dict[str, str]) -> dict[str, str]:
+    """Register `<base>-glue-<task>` with the alias `candidate` and finish the task's MLflow run."""
+    from tasks.glue.tasks import TASKS
+    from tasks.registry.core import log_and_register_classifier
+    from tasks.registry.evaluations import BASE_NAME, BASE_VERSION, client, task_model_name
+
+    glue_task = TASKS[task_name]
     registered = log_and_register_classifier(
-        outcome.model_dir, registered_model=task_model_name(base.name, task_name), run_id=run_id,
+        model_dir, registered_model=task_model_name(base.name, task_name), run_id=run_id,
         tracking_uri=tracking_uri, glue_task=task_name, text_columns=list(glue_task.text_columns),
         label_names=list(glue_task.label_names),
         tags={**lineage, BASE_NAME: base.name, BASE_VERSION: base.version or "local", "lmpipe.glue.task": task_name},
         alias=CANDIDATE,
     )
-    c.set_terminated(run_id, status="FINISHED")
-    logger.info("%s: %s -> %s", task_name, results, registered.uri)
-    return {"results": results, "registered": registered.uri, "version": registered.version, "run_id": run_id,
-            "final_step": outcome.final_step, "resumed_from_step": outcome.resumed_from_step,
-            "examples_per_s": outcome.metrics.get("examples_per_s"), "first_step_at": outcome.metrics.get("first_step_at")}
+    client(tracking_uri).set_terminated(run_id, status="FINISHED")
+    return {"uri": registered.uri, "version": registered.version}
+
+
+def preflight_data(task_names: list[str], spec: GlueSpec) -> None:
+    """Read every task's splits before any training, so a missing or malformed file fails the run before a
+    single model is trained or registered (local folders only; the hub is read by the tasks)."""
+    from tasks.glue.data import load_glue_split
+    from tasks.glue.tasks import TASKS
+
+    if spec.data.dir is None:
+        return
+    for name in task_names:
+        for split in ("train", *TASKS[name].eval_splits):
+            load_glue_split(name, split, spec.data.dir)
 
 
 @task(cache_policy=NO_CACHE)
@@ -205,10 +230,12 @@ def glue(
     started = time.time()
     logger = get_run_logger()
     spec = load_glue_spec(spec_path)
-    if data_dir is not None:
+    data_dir = data_dir or spec.data.dir
+    if data_dir is not None:  # absolute: the lineage tags name the files, wherever the run started
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"dir": os.path.abspath(data_dir)})})
     task_names = parse_task_list(tasks if tasks is not None else spec.tasks)
     hps = {t: spec.for_task(t, **(overrides or {})) for t in task_names}
+    preflight_data(task_names, spec)
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.mlflow.tracking_uri or _default_uri()
     experiment_id = ensure_experiment(spec.mlflow.experiment, tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
@@ -238,7 +265,14 @@ def glue(
     try:
         for t in task_names:
             per_task[t] = finetune_glue_task(t, base, hps[t], spec, parent_id, experiment_id, tracking_uri, lineage)
+        for t in task_names:  # every task succeeded: now, and only now, the task models are registered
+            reg = register_glue_model_task(t, base, per_task[t]["model_dir"], per_task[t]["run_id"], tracking_uri,
+                                           lineage)
+            per_task[t]["registered"] = reg["uri"]
     except BaseException:
+        for t, out in per_task.items():
+            if "registered" not in out:
+                c.set_terminated(out["run_id"], status="FAILED")
         c.set_terminated(parent_id, status="FAILED")
         if base.version:
             set_eval_status(base.name, base.version, "failed", tracking_uri)

@@ -44,6 +44,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from cluster import ray_logging
 from cluster.train.finetune import EncodedSplit, finetune, load_classifier, predict, schedule
 from cluster.train.loop import CHECKPOINT_FILE, STATE_FILE, TrainState, load_checkpoint, save_checkpoint
 from cluster.train.loop import train as train_loop
@@ -322,11 +323,15 @@ class _MlflowLogger:
 
 
 def _ensure_ray(scaling: ScalingSpec, tracking_uri: str | None) -> None:
-    """Join `RAY_ADDRESS` / `scaling.ray_address`, or start a local Ray sized for the workers + Ray Data."""
+    """Join `RAY_ADDRESS` / `scaling.ray_address`, or start a local Ray sized for the workers + Ray Data.
+
+    Console output is set up in `cluster.ray_logging`: worker prints shown once on any cluster; on a local one,
+    no State-API polling warnings and Ray Data's per-epoch lines in its log file only.
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return
-    env = {"TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {"TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0", **ray_logging.WORKER_ENV_VARS}
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     address = os.environ.get("RAY_ADDRESS") or scaling.ray_address
@@ -339,7 +344,9 @@ def _ensure_ray(scaling: ScalingSpec, tracking_uri: str | None) -> None:
         # nice 15 every idle-time blip of the driver, the Prefect server or the raylet preempts them (measured:
         # about 5% of fine-tuning throughput on 2 cores). The local raylet reads this when it starts.
         os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+        context = ray.init(num_cpus=num_cpus, include_dashboard=False,
+                           runtime_env={"env_vars": env, "worker_process_setup_hook": ray_logging.quiet_local_workers})
+        print(f"[lmpipe] Ray started locally; full logs in {context.address_info['session_dir']}/logs", flush=True)
 
 
 def latest_checkpoint_on_disk(run_dir: Path) -> Path | None:

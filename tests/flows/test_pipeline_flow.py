@@ -1,0 +1,145 @@
+"""`lmpipe pipeline`: curate → tokenize + pretrain (tiny BERT, 2 Ray workers) → GLUE (bundled SST-2/RTE sample) →
+promote, as one Prefect flow with subflows. Real components: the Prefect test server, local Ray, MLflow on SQLite.
+
+Checked: every stage ran and the champion is the registered version; tags and the summary artifact on the flow
+run; a failed stage fails the run and registers/promotes nothing, and the rerun skips the finished stages; a
+pipeline process killed (SIGKILL, whole group) during pretraining completes on rerun without redoing curation or
+tokenization, resuming pretraining from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from flows.pipeline import pipeline
+from tests.conftest import FIXTURES, REPO
+from tests.flows.helpers import write_spec
+
+pytestmark = pytest.mark.ray
+
+
+def write_pipeline(root: Path, name: str, glue_dir: Path, *, max_steps: int = 12, checkpoint_every: int = 6) -> Path:
+    """A pipeline spec and its three stage specs, every output under `root`."""
+    write_spec(root / "curate.yaml", root / "curated")
+    pretrain = {
+        "name": name, "data": {"curated": str(root / "curated"), "tokens": str(root / "tokens")},
+        "tokenizer": {"vocab_size": 1024, "lowercase": True}, "packing": {"seq_len": 32, "validation_fraction": 0.1},
+        "model": {"kind": "bert", "preset": "tiny"},
+        "train": {"max_steps": max_steps, "micro_batch_size": 4, "grad_accum": 1, "lr": 0.003, "min_lr": 0.0003,
+                  "warmup_steps": 2, "eval_every": checkpoint_every, "eval_batches": 2,
+                  "checkpoint_every": checkpoint_every},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5, "max_failures": 0},
+        "mlflow": {"experiment": f"{name}-exp", "registered_model": name},
+    }
+    glue = {"name": f"{name}-glue", "tasks": ["sst2", "rte"], "data": {"dir": str(glue_dir)},
+            "defaults": {"lr": 1e-3, "epochs": 1, "batch_size": 16, "max_length": 32, "max_train_examples": 64,
+                         "max_eval_examples": 32},
+            "scaling": {"num_workers": 1, "cpus_per_worker": 1.0, "storage_path": str(root / "glue-runs"),
+                        "max_failures": 0},
+            "mlflow": {"experiment": f"{name}-exp"}}
+    (root / "pretrain.yaml").write_text(yaml.safe_dump(pretrain))
+    (root / "glue.yaml").write_text(yaml.safe_dump(glue))
+    spec = {"name": name, "curate": str(root / "curate.yaml"), "pretrain": str(root / "pretrain.yaml"),
+            "glue": str(root / "glue.yaml")}
+    (root / "pipeline.yaml").write_text(yaml.safe_dump(spec))
+    return root / "pipeline.yaml"
+
+
+@pytest.fixture()
+def mlflow_uri(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("LMPIPE_STATE_DIR", str(tmp_path / "state"))
+    return uri
+
+
+def test_full_pipeline_then_failed_stage_resumes(tmp_path, mlflow_uri):
+    from prefect.client.orchestration import get_client
+
+    glue_dir = tmp_path / "glue"
+    shutil.copytree(FIXTURES / "glue_sample", glue_dir)
+    spec = write_pipeline(tmp_path, "pipe-a", glue_dir)
+    out = pipeline(str(spec))
+    assert out["selected"] == ["curate", "pretrain", "glue", "promote"]
+    assert set(out["timings"]) == {"curate", "pretrain", "glue", "promote"}
+    assert out["stages"]["promote"]["promoted"] is True
+    client = MlflowClient(mlflow_uri)
+    champion = client.get_model_version_by_alias("pipe-a", "champion")
+    assert str(champion.version) == str(out["stages"]["pretrain"]["version"])
+    assert str(client.get_model_version_by_alias("pipe-a-glue-rte", "champion").version) == "1"
+
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_flow_runs()
+        top = next(r for r in runs if f"spec:{out['fingerprint']}" in (r.tags or []))
+        assert {"pipeline:pipe-a", "model:pipe-a", f"version:{champion.version}"} <= set(top.tags)
+        keys = {a.key for a in prefect.read_artifacts()}
+        assert {"pipeline-summary", "curate-data-card", "glue-table"} <= keys or {"pipeline-summary", "glue-table"} <= keys
+
+    # Second run of the same specs, with the RTE folder gone: the GLUE stage fails before training anything.
+    shutil.move(str(glue_dir / "RTE"), str(tmp_path / "RTE-away"))
+    with pytest.raises(Exception, match="RTE"):
+        pipeline(str(spec))
+    versions = client.search_model_versions("name = 'pipe-a'")
+    assert len(versions) == 2  # the run pretrained and registered v2 as candidate...
+    assert str(client.get_model_version_by_alias("pipe-a", "champion").version) == "1"  # ...but promoted nothing
+    assert len(client.search_model_versions("name = 'pipe-a-glue-sst2'")) == 1  # and registered no GLUE model
+
+    shutil.move(str(tmp_path / "RTE-away"), str(glue_dir / "RTE"))
+    again = pipeline(str(spec))  # the rerun continues the failed run: curate and pretrain are skipped
+    assert set(again["timings"]) == {"glue", "promote"}
+    assert again["stages"]["pretrain"]["version"] == "2"
+    assert len(client.search_model_versions("name = 'pipe-a'")) == 2  # pretrain did not run again
+
+
+def test_killed_during_pretraining_resumes_without_redoing_curation(tmp_path, mlflow_uri):
+    spec = write_pipeline(tmp_path, "pipe-k", FIXTURES / "glue_sample", max_steps=60, checkpoint_every=10)
+    env = os.environ.copy()  # no PREFECT_API_URL here: the command starts its own temporary server, as a user's
+    cmd = [str(Path(sys.executable).parent / "lmpipe"), "pipeline", str(spec)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    runs = tmp_path / "tokens" / "runs"
+    deadline = time.time() + 400
+    while time.time() < deadline and not any(runs.glob("*/checkpoint_*/train_state.json")):
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        time.sleep(1)
+    assert any(runs.glob("*/checkpoint_*/train_state.json")), "pretraining never wrote a checkpoint"
+    family = psutil.Process(proc.pid).children(recursive=True)  # Ray's daemons start sessions of their own
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: driver, Ray workers, Prefect's server
+    proc.wait(timeout=60)
+    for p in family:  # what escaped the group (raylet, GCS) dies too, as on a machine that lost power
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    shards = {p: p.stat().st_mtime_ns for p in (tmp_path / "tokens").rglob("*.parquet")}
+    curated = {p: p.stat().st_mtime_ns for p in (tmp_path / "curated" / "data").glob("*.parquet")}
+    assert shards and curated
+
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert re.search(r"curate\s*│\s*skipped", done.stdout), done.stdout[-3000:]  # the stage table
+    (state,) = (tmp_path / "state" / "pipeline").glob("pipe-k-*/run.json")
+    run = json.loads(state.read_text())
+    assert run["attempts"] == 2 and run["status"] == "complete"
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "tokens").rglob("*.parquet")} == shards  # not re-tokenized
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "curated" / "data").glob("*.parquet")} == curated
+    client = MlflowClient(mlflow_uri)
+    assert str(client.get_model_version_by_alias("pipe-k", "champion").version) == "1"
+    assert run["stages"]["pretrain"]["output"]["final_step"] == 60
+    resumed = run["stages"]["pretrain"]["output"]["resumed_from_step"]
+    assert resumed is not None and 10 <= resumed < 60  # from a checkpoint of the killed run, not from step 0
+    with pytest.raises(MlflowException):
+        client.get_model_version("pipe-k", "2")  # one model, trained once across the kill

@@ -1,0 +1,238 @@
+"""`lmpipe services` and `prefect.yaml`, end to end: real Prefect and MLflow servers, a real deploy, a real worker.
+
+Each test starts its own servers on free ports with state in a temp folder (`--state-dir`, `--mlflow-dir`) and
+stops them in a finalizer, whatever happens. `up`/`down` run as `python -m flows.services` subprocesses, as a
+user's shell would; `status` also runs in-process through a test-local app wired like flows/cli.py
+(`app.add_typer(services_app, name="services")`).
+
+About a minute on 2 cores: two server start-ups (15-30 s each), one `prefect deploy --all`, two worker runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from flows.services import _live_members, port_in_use, prefect_service, read_info, services_app
+
+REPO = Path(__file__).resolve().parents[2]
+BOOKS = REPO / "tests" / "fixtures" / "sample_corpus" / "books"
+
+pytestmark = pytest.mark.timeout(420)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _services(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.services", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@dataclass
+class Services:
+    state: Path
+    mlflow_dir: Path
+    prefect_port: int
+    mlflow_port: int
+    up_output: str
+
+    @property
+    def state_args(self) -> list[str]:
+        return ["--state-dir", str(self.state)]
+
+    @property
+    def up_args(self) -> list[str]:
+        return ["up", *self.state_args, "--mlflow-dir", str(self.mlflow_dir),
+                "--prefect-port", str(self.prefect_port), "--mlflow-port", str(self.mlflow_port), "--timeout", "180"]
+
+    @property
+    def prefect_api(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+
+@pytest.fixture
+def services(tmp_path: Path):
+    """`services up` on free ports in tmp_path; `down` afterwards, then SIGKILL to any group that survived."""
+    svc = Services(tmp_path / "state", tmp_path / "mlflow", _free_port(), _free_port(), "")
+    pgids: list[int] = []
+    try:
+        out = _services(*svc.up_args)
+        pgids = [info["pid"] for name in ("prefect", "mlflow") if (info := read_info(svc.state, name))]
+        assert out.returncode == 0, f"up failed:\n{out.stdout}\n{out.stderr}\n{_logs(svc.state)}"
+        svc.up_output = out.stdout
+        yield svc
+    finally:
+        _services("down", *svc.state_args, "--timeout", "15", timeout=120)
+        for pgid in pgids:  # backstop: nothing we started may outlive the test
+            if _live_members(pgid):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+def _logs(state: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(state.glob("*.log")))
+
+
+# ---- up / status / down ------------------------------------------------------------------------------------------
+
+
+def test_prefect_on_another_port_points_its_ui_at_that_port(tmp_path: Path):
+    """STACK_NOTES: without PREFECT_UI_API_URL the UI of a server on another port calls :4200."""
+    env = prefect_service(tmp_path, 4311).env
+    assert env["PREFECT_UI_API_URL"] == "http://127.0.0.1:4311/api"
+    assert env["PREFECT_HOME"] == str(tmp_path / "prefect")
+
+
+def test_up_refuses_a_busy_port_before_starting_anything(tmp_path: Path):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        out = _services("up", "--state-dir", str(tmp_path / "state"), "--mlflow-dir", str(tmp_path / "mlflow"),
+                        "--prefect-port", str(_free_port()), "--mlflow-port", str(busy.getsockname()[1]))
+    assert out.returncode == 1
+    assert "in use" in out.stdout
+    assert read_info(tmp_path / "state", "prefect") is None  # the free one was not started either
+
+
+def test_up_status_down(services: Services):
+    svc = services
+    pids = {name: read_info(svc.state, name)["pid"] for name in ("prefect", "mlflow")}
+    assert f"export PREFECT_API_URL={svc.prefect_api}" in svc.up_output
+    assert f"export MLFLOW_TRACKING_URI={svc.mlflow_url}" in svc.up_output
+    assert f"export LMPIPE_HOME={REPO}" in svc.up_output
+    assert (svc.state / "env.sh").read_text().count("export ") == 3
+    assert (svc.state / "prefect").is_dir()  # PREFECT_HOME of the server
+
+    # status, through an app wired the way flows/cli.py wires it
+    app = typer.Typer()
+    app.add_typer(services_app, name="services")
+    result = CliRunner().invoke(app, ["services", "status", *svc.state_args])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("healthy") == 2
+
+    # both answer over HTTP; MLflow writes to the store in --mlflow-dir
+    assert httpx.get(f"{svc.prefect_api}/health", timeout=10).json() is True
+    ui = httpx.get(f"http://127.0.0.1:{svc.prefect_port}/ui-settings", timeout=10).json()
+    assert ui["api_url"] == svc.prefect_api  # the UI calls this server, not :4200
+    pool = httpx.get(f"{svc.prefect_api}/work_pools/lmpipe-cpu", timeout=10).json()
+    assert pool["type"] == "process"
+    assert pool["base_job_template"]["variables"]["properties"]["env"]["default"] == {"LMPIPE_HOME": str(REPO)}
+    created = httpx.post(f"{svc.mlflow_url}/api/2.0/mlflow/experiments/create", json={"name": "services-probe"},
+                         timeout=30)
+    assert created.status_code == 200, created.text
+    found = httpx.post(f"{svc.mlflow_url}/api/2.0/mlflow/experiments/search", json={"max_results": 10},
+                       timeout=30).json()
+    experiment = next(e for e in found["experiments"] if e["name"] == "services-probe")
+    assert experiment["artifact_location"].startswith("mlflow-artifacts:")  # proxied: remote clients can download
+    assert (svc.mlflow_dir / "mlflow.db").is_file()
+
+    # a second `up` starts nothing
+    again = _services(*svc.up_args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("already running") == 2
+    assert {name: read_info(svc.state, name)["pid"] for name in ("prefect", "mlflow")} == pids
+
+    down = _services("down", *svc.state_args)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not port_in_use(svc.prefect_port) and not port_in_use(svc.mlflow_port)
+    assert all(not _live_members(pid) for pid in pids.values()), "a server process outlived `down`"
+    assert not list(svc.state.glob("*.pid"))
+    assert _services("status", *svc.state_args).returncode == 1
+
+
+# ---- prefect.yaml: deploy, run through a worker ---------------------------------------------------------------
+
+
+def _deployments(api: str) -> dict[str, dict]:
+    response = httpx.post(f"{api}/deployments/filter", json={}, timeout=30)
+    response.raise_for_status()
+    return {d["name"]: d for d in response.json()}
+
+
+def _run_deployment(api: str, deployment: dict, parameters: dict, env: dict[str, str], cwd: Path) -> dict:
+    """Create a flow run of `deployment`, let one `prefect worker start --run-once` take it; return the run."""
+    created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters},
+                         timeout=30)
+    created.raise_for_status()
+    run_id = created.json()["id"]
+    worker = subprocess.run([str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", "lmpipe-cpu",
+                             "--run-once"], cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    deadline = time.monotonic() + 60  # the final state is normally set before the worker exits
+    while True:
+        run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
+        if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert run["state_type"] == "COMPLETED", f"{run['state_type']}\n{worker.stdout[-4000:]}\n{worker.stderr[-4000:]}"
+    return run
+
+
+def _books_spec(path: Path, output: Path) -> str:
+    path.write_text(yaml.safe_dump({"name": f"svc-{output.name}", "output": str(output), "run": {"workers": 1},
+                                    "sources": [{"kind": "books", "paths": [str(BOOKS / "*.txt")]}]}))
+    return str(path)
+
+
+def test_deploy_all_and_run_through_a_worker(services: Services, tmp_path: Path):
+    svc = services
+    env = {**os.environ, "PREFECT_API_URL": svc.prefect_api, "MLFLOW_TRACKING_URI": svc.mlflow_url}
+    deploy = subprocess.run([str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "--all"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert deploy.returncode == 0, deploy.stdout[-4000:] + deploy.stderr[-4000:]
+
+    declared = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    registered = _deployments(svc.prefect_api)
+    assert set(registered) == {d["name"] for d in declared}
+    for d in declared:
+        got = registered[d["name"]]
+        assert got["work_pool_name"] == "lmpipe-cpu"
+        assert "spec_path" in got["parameters"], d["name"]
+        assert got["schedules"] and all(not s["active"] for s in got["schedules"]), f"{d['name']}: schedule not paused"
+        assert [s["schedule"]["cron"] for s in got["schedules"]] == [s["cron"] for s in d["schedules"]]
+        assert got["pull_steps"] == [{"prefect.deployments.steps.set_working_directory":
+                                      {"directory": "{{ $LMPIPE_HOME }}"}}]  # resolved by each run, not at deploy
+    assert "model" in registered["glue-sample-bert"]["parameters"]
+    assert any(s["schedule"]["cron"] == "0 2 * * *" for s in registered["pipeline-sample"]["schedules"])  # nightly
+
+    # curate-sample with a tiny spec, through a worker started as the README says (LMPIPE_HOME exported),
+    # from a folder that is not the repository: the pull step must move the run there
+    elsewhere = tmp_path / "worker-cwd"
+    elsewhere.mkdir()
+    worker_env = {**env, "LMPIPE_HOME": str(REPO), "LMPIPE_STATE_DIR": str(tmp_path / "lmpipe-state")}
+    spec = _books_spec(tmp_path / "curate.yaml", tmp_path / "curated")
+    _run_deployment(svc.prefect_api, registered["curate-sample"], {"spec_path": spec}, worker_env, elsewhere)
+    assert (tmp_path / "curated" / "manifest.json").is_file()
+
+    # the pipeline deployment, curate stage only; this worker has no LMPIPE_HOME: the pool's default env supplies it
+    worker_env.pop("LMPIPE_HOME")
+    pipeline_spec = tmp_path / "pipeline.yaml"
+    pipeline_spec.write_text(yaml.safe_dump({
+        "name": "svc-pipeline",
+        "curate": _books_spec(tmp_path / "curate2.yaml", tmp_path / "curated2"),
+        "pretrain": str(REPO / "data_specs" / "pretrain" / "sample_bert.yaml"),
+        "glue": str(REPO / "data_specs" / "glue" / "sample.yaml"),
+        "stages": ["curate"],
+    }))
+    run = _run_deployment(svc.prefect_api, registered["pipeline-sample"], {"spec_path": str(pipeline_spec)},
+                          worker_env, elsewhere)
+    assert (tmp_path / "curated2" / "manifest.json").is_file()
+    assert "pipeline:svc-pipeline" in run["tags"]
