@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(OFFLINE) $(BIN)/python benchmarks/bench_tokenizer.py
 	$(OFFLINE) $(BIN)/python benchmarks/bench_train.py
 	$(OFFLINE) $(BIN)/python benchmarks/bench_glue.py
+	$(OFFLINE) $(BIN)/python benchmarks/bench_pipeline.py
 
 # Local Prefect (:4200) + MLflow (:5000) servers in the background, state in .lmpipe/services/ (= lmpipe services up).
 # Other ports: make services SERVICES_ARGS="--prefect-port 4300 --mlflow-port 5100"

@@ -239,7 +239,9 @@ def glue(
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.mlflow.tracking_uri or _default_uri()
     experiment_id = ensure_experiment(spec.mlflow.experiment, tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    download = tempfile.mkdtemp(prefix="lmpipe-glue-model-")
+    # Under the run storage, not /tmp: on a multi-node cluster that is the shared mount the workers read from.
+    os.makedirs(_storage(spec), exist_ok=True)
+    download = tempfile.mkdtemp(prefix="model-", dir=_storage(spec))
     t_model = time.time()
     base = resolve_base_model(model, tracking_uri, download, name)  # a registry download for models:/ URIs
     model_resolve_s = time.time() - t_model

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
@@ -84,7 +84,7 @@ def pipeline(spec_path: str, stages: list[str] | None = None, fresh: bool = Fals
     from flows.pretrain import pretrain
     from tasks.pipeline.core import finish_run, mark_stage, run_dir, stage_done, start_run
 
-    logger = get_run_logger()
+    started_at = time.time()
     spec = load_pipeline_spec(spec_path)
     selected = [s for s in STAGES if s in (stages or spec.stages)]
     unknown = set(stages or []) - set(STAGES)
@@ -141,7 +141,7 @@ def pipeline(spec_path: str, stages: list[str] | None = None, fresh: bool = Fals
     summary = {"name": spec.name, "fingerprint": spec_fp, "stages": outputs, "selected": selected,
                "timings": timings, "model": model_uri, "registered_model": registered,
                "champion_uri": f"models:/{registered}@champion", "tracking_uri": _tracking_uri(glue_spec),
-               "model_kind": _pretrain_kind(paths["pretrain"])}
+               "model_kind": _pretrain_kind(paths["pretrain"]), "started_at": started_at}
     _publish(summary)
     return summary
 

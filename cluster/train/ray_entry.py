@@ -53,6 +53,10 @@ from data_specs.glue import FinetuneSpec, GlueScalingSpec
 from data_specs.pretrain import ModelSpec, ScalingSpec, TrainSpec
 
 FINAL_MODEL_DIR = "final_model"
+# Orchestration timings of this process, for benchmarks/bench_pipeline.py: how long the local Ray took to start
+# (None: joined or reused), and for each Ray Train job, seconds from `fit()` to its first optimizer step.
+RAY_START_S: float | None = None
+TRAIN_START_S: list[float] = []
 _HF_SUBDIR = "hf_model"  # inside the last checkpoint: the save_pretrained directory
 _RUN_META = "run_meta.json"  # inside each checkpoint: which invocation wrote it, and where it resumed from
 
@@ -121,9 +125,12 @@ def run_pretraining(
     }
     trainer = _trainer(_train_worker, config, scaling, run_name, storage, datasets=datasets,
                        dataset_config=DataConfig(datasets_to_split=["train"], execution_options=data_options))
+    fit_at = time.time()
     result = trainer.fit()  # raises ray.train.TrainingFailedError once max_failures is exhausted
 
     metrics = dict(result.metrics or {})
+    if metrics.get("first_step_at"):
+        TRAIN_START_S.append(metrics["first_step_at"] - fit_at)
     with result.checkpoint.as_directory() as ckpt_dir:
         _publish_model(Path(ckpt_dir) / _HF_SUBDIR, Path(model_dir), _tokenizer_dir(tokens, tok.get("path")))
     keys = ("train_loss", "first_val_loss", "val_loss", "val_ppl", "tokens_per_s", "mfu", "tokens_seen")
@@ -204,7 +211,10 @@ def _train_worker(config: dict[str, Any]) -> None:
 
     every = max(1, spec.max_steps // 20)  # about 20 progress lines per job, from rank 0
 
+    first_step_at: dict[str, float] = {}  # wall clock of this session's first optimizer step (start-up cost)
+
     def on_step(m: dict[str, float]) -> None:
+        first_step_at.setdefault("t", time.time())
         if logger:
             logger.log(m, m["step"])
             if m["step"] % every == 0 or m["step"] == spec.max_steps:
@@ -227,7 +237,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     def on_checkpoint(state: TrainState, state_dicts: dict[str, Any]) -> None:
         if logger:
             logger.flush()
-        metrics = _report_metrics(state, meta)
+        metrics = {**_report_metrics(state, meta), **({"first_step_at": first_step_at["t"]} if first_step_at else {})}
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -344,8 +354,11 @@ def _ensure_ray(scaling: ScalingSpec, tracking_uri: str | None) -> None:
         # nice 15 every idle-time blip of the driver, the Prefect server or the raylet preempts them (measured:
         # about 5% of fine-tuning throughput on 2 cores). The local raylet reads this when it starts.
         os.environ.setdefault("RAY_worker_niceness", "0")
+        global RAY_START_S
+        started = time.perf_counter()
         context = ray.init(num_cpus=num_cpus, include_dashboard=False,
                            runtime_env={"env_vars": env, "worker_process_setup_hook": ray_logging.quiet_local_workers})
+        RAY_START_S = time.perf_counter() - started
         print(f"[lmpipe] Ray started locally; full logs in {context.address_info['session_dir']}/logs", flush=True)
 
 
@@ -463,8 +476,11 @@ def run_finetuning(
         "precision": scaling.precision,
         **_job_config(scaling, storage, run_name, mlflow_run_id, tracking_uri, fail_once_at_step),
     }
+    fit_at = time.time()
     result = _trainer(_finetune_worker, config, scaling, run_name, storage).fit()
     metrics = dict(result.metrics or {})
+    if metrics.get("first_step_at"):
+        TRAIN_START_S.append(metrics["first_step_at"] - fit_at)
     with result.checkpoint.as_directory() as ckpt_dir:
         predictions = json.loads((Path(ckpt_dir) / PREDICTIONS_FILE).read_text())
         _publish_model(Path(ckpt_dir) / _HF_SUBDIR, Path(final_dir), Path(tokenizer_dir))

@@ -1,0 +1,113 @@
+"""The sample pipeline end to end (what `make demo` runs): wall time per stage and in total, and the share of it
+spent in orchestration rather than work, on this machine's cores.
+
+Each repeat runs `flows.pipeline.pipeline` on the bundled sample corpus and GLUE sample with fresh outputs, a
+fresh MLflow store and fresh pipeline state, in a new Python process (so every repeat pays the same start-up:
+imports, Prefect's temporary server, Ray's start), like `make demo` does.
+
+Orchestration, measured where it happens:
+- `prefect_start_s`: from the process start to the flow's first line (imports + Prefect's temporary server);
+- `ray_start_s`: `ray.init` of the local cluster (once per run: every training job of the run shares it);
+- `train_start_s`: for each Ray Train job, from `TorchTrainer.fit()` to the first optimizer step
+  (controller and worker actors, imports in the workers, model build, data start-up), summed over the jobs.
+The rest is the stages' work (reading, cleaning, tokenizing, training steps, evaluation, registry writes).
+Median and spread over `--repeats` runs.
+
+Run: `.venv/bin/python benchmarks/bench_pipeline.py [--repeats 3]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, os, sys, time
+t0 = float(sys.argv[2])
+from flows.pipeline import pipeline
+out = pipeline(sys.argv[1])
+from cluster.train import ray_entry
+json.dump({"t0": t0, "end": time.time(), "started_at": out["started_at"], "timings": out["timings"],
+           "ray_start_s": ray_entry.RAY_START_S, "train_start_s": ray_entry.TRAIN_START_S,
+           "glue_score": out["stages"]["glue"]["glue_score"]}, open(sys.argv[3], "w"))
+"""
+
+
+def write_specs(root: Path) -> Path:
+    """The sample pipeline's specs with every output under `root`."""
+    curate = yaml.safe_load((REPO / "data_specs/curate/sample.yaml").read_text())
+    curate["output"] = str(root / "curated")
+    curate = json.loads(json.dumps(curate).replace('"tests/', f'"{REPO}/tests/'))  # absolute input paths
+    pretrain = yaml.safe_load((REPO / "data_specs/pretrain/sample_bert.yaml").read_text())
+    pretrain["data"] = {"curated": str(root / "curated"), "tokens": str(root / "tokens")}
+    glue = yaml.safe_load((REPO / "data_specs/glue/sample.yaml").read_text())
+    glue["data"] = {"dir": str(REPO / "tests/fixtures/glue_sample")}
+    glue["scaling"] = {**glue.get("scaling", {}), "storage_path": str(root / "glue-runs")}
+    spec = {"name": "bench", "curate": curate, "pretrain": pretrain, "glue": glue}
+    path = root / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def one_run() -> dict:
+    root = Path(tempfile.mkdtemp(prefix="lmpipe-bench-pipeline-"))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "LMPIPE_STATE_DIR": str(root / "state"),
+           "PREFECT_HOME": str(root / "prefect"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RAY_USAGE_STATS_ENABLED": "0",
+           "PREFECT_LOGGING_LEVEL": "WARNING"}
+    spec = write_specs(root)
+    out = root / "timing.json"
+    t0 = time.time()
+    done = subprocess.run([sys.executable, "-c", CHILD, str(spec), str(t0), str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stdout[-3000:], done.stderr[-3000:])
+        raise SystemExit("the pipeline failed")
+    r = json.loads(out.read_text())
+    total = time.time() - t0
+    prefect_start = r["started_at"] - r["t0"]
+    orchestration = prefect_start + (r["ray_start_s"] or 0) + sum(r["train_start_s"])
+    return {"total": total, "stages": r["timings"], "prefect_start": prefect_start, "ray_start": r["ray_start_s"] or 0,
+            "train_start": sum(r["train_start_s"]), "jobs": len(r["train_start_s"]), "orchestration": orchestration,
+            "glue_score": r["glue_score"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    runs = []
+    for i in range(args.repeats):
+        runs.append(one_run())
+        r = runs[-1]
+        print(f"run {i + 1}: total {r['total']:.1f} s; " + ", ".join(f"{k} {v:.1f} s" for k, v in r["stages"].items())
+              + f"; orchestration {r['orchestration']:.1f} s ({r['orchestration'] / r['total']:.0%})", flush=True)
+
+    def med(xs: list[float]) -> str:
+        return f"{statistics.median(xs):6.1f} [{min(xs):.1f}–{max(xs):.1f}]"
+
+    print(f"\nsample pipeline on {os.cpu_count()} cores, {args.repeats} runs, seconds: median [min–max]")
+    print(f"{'total wall (new process)':34}{med([r['total'] for r in runs])}")
+    for stage in runs[0]["stages"]:
+        print(f"{'  stage ' + stage:34}{med([r['stages'][stage] for r in runs])}")
+    print(f"{'orchestration':34}{med([r['orchestration'] for r in runs])}  "
+          f"= {statistics.median(r['orchestration'] / r['total'] for r in runs):.0%} of the total")
+    print(f"{'  imports + Prefect server start':34}{med([r['prefect_start'] for r in runs])}")
+    print(f"{'  Ray start (once per run)':34}{med([r['ray_start'] for r in runs])}")
+    print(f"{'  Ray Train jobs to first step':34}{med([r['train_start'] for r in runs])}  ({runs[0]['jobs']} jobs)")
+    print(f"{'work (the rest)':34}{med([r['total'] - r['orchestration'] for r in runs])}")
+
+
+if __name__ == "__main__":
+    main()
