@@ -190,12 +190,11 @@ def _train_worker(config: dict[str, Any]) -> None:
     model = build_model(model_spec, config["vocab_size"], config["seq_len"], config["special"])
     raw = model
     resume, meta = None, {"invocation": config["invocation"], "resumed_from_step": None}
-    checkpoint = ray.train.get_checkpoint()
-    on_disk = None if checkpoint is not None else latest_checkpoint_on_disk(Path(config["run_dir"]))
-    if checkpoint is not None or on_disk is not None:
-        with (checkpoint.as_directory() if checkpoint is not None else nullcontext(on_disk)) as d:
+    with _newest_checkpoint(ray.train.get_checkpoint(), Path(config["run_dir"])) as d:
+        if d is not None:
             resume = load_checkpoint(d)
             saved = json.loads((Path(d) / _RUN_META).read_text())
+    if resume is not None:
         # A restart after a worker failure keeps this invocation's resume point; a new invocation records its own.
         meta = saved if saved["invocation"] == config["invocation"] else {
             "invocation": config["invocation"], "resumed_from_step": resume["train_state"]["step"]}

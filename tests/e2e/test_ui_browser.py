@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ import pytest
 
 from flows.services import _live_members, read_info
 from tests.conftest import FIXTURES, REPO
+from tests.flows.helpers import free_port, services_cmd
 from tests.flows.test_pipeline_flow import write_pipeline
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(480)]
@@ -73,15 +73,6 @@ def _unavailable(reason: str) -> None:
 # ---- servers -------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _services_cmd(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.services", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @dataclass
@@ -106,10 +97,10 @@ class Servers:
 def servers(tmp_path: Path) -> Iterator[Servers]:
     """`services up` on free ports, state in tmp_path; `down` afterwards, then SIGKILL to any group left."""
     state = tmp_path / "services"
-    svc = Servers(_free_port(), _free_port())
+    svc = Servers(free_port(), free_port())
     pgids: list[int] = []
     try:
-        out = _services_cmd("up", "--state-dir", str(state), "--mlflow-dir", str(tmp_path / "mlflow"),
+        out = services_cmd("up", "--state-dir", str(state), "--mlflow-dir", str(tmp_path / "mlflow"),
                             "--prefect-port", str(svc.prefect_port), "--mlflow-port", str(svc.mlflow_port),
                             "--timeout", "180")
         pgids = [info["pid"] for name in ("prefect", "mlflow") if (info := read_info(state, name))]
@@ -117,7 +108,7 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
         assert out.returncode == 0, f"services up failed:\n{out.stdout}\n{out.stderr}\n{logs}"
         yield svc
     finally:
-        _services_cmd("down", "--state-dir", str(state), "--timeout", "15", timeout=120)
+        services_cmd("down", "--state-dir", str(state), "--timeout", "15", timeout=120)
         for pgid in pgids:  # nothing this test started may outlive it
             if _live_members(pgid):
                 os.killpg(pgid, signal.SIGKILL)
@@ -333,13 +324,17 @@ def test_prefect_and_mlflow_uis_show_the_pipeline_run(tmp_path: Path, chromium: 
     assert all("Completed" in row for row in rows.values()), rows
 
     # -- Prefect: the data card on the curate subflow, then rendered on its artifact page
-    curate_run = subflows["curate"]
-    browser.open(f"{ui}/runs/flow-run/{curate_run['id']}", "prefect-curate-run", f"run {curate_run['name']}",
-                 lambda: curate_run["name"] in " ".join(browser.texts(".page-heading")))
-    browser.click("li.p-tab#artifacts", "prefect-curate-artifacts-tab")
-    browser.wait("prefect-curate-artifacts", "the curate-data-card artifact card",
-                 lambda: "curate-data-card" in browser.texts("#artifacts-content .artifact-card__title"))
-    browser.screenshot("prefect-curate-artifacts")
+    def open_artifacts_tab(stage: str, key: str) -> None:
+        """A subflow's run page, its Artifacts tab, and the card of artifact `key` on it."""
+        run = subflows[stage]
+        browser.open(f"{ui}/runs/flow-run/{run['id']}", f"prefect-{stage}-run", f"run {run['name']}",
+                     lambda: run["name"] in " ".join(browser.texts(".page-heading")))
+        browser.click("li.p-tab#artifacts", f"prefect-{stage}-artifacts-tab")
+        browser.wait(f"prefect-{stage}-artifacts", f"the {key} artifact card",
+                     lambda: key in browser.texts("#artifacts-content .artifact-card__title"))
+        browser.screenshot(f"prefect-{stage}-artifacts")
+
+    open_artifacts_tab("curate", "curate-data-card")
     card = artifacts["curate-data-card"]
     headings = browser.open(
         f"{ui}/artifacts/artifact/{card['id']}", "prefect-data-card", "the data card rendered as markdown",
@@ -350,13 +345,7 @@ def test_prefect_and_mlflow_uis_show_the_pipeline_run(tmp_path: Path, chromium: 
     assert "curate-data-card" in browser.body()
 
     # -- Prefect: the GLUE table on the glue subflow, then rendered on its artifact page
-    glue_run = subflows["glue"]
-    browser.open(f"{ui}/runs/flow-run/{glue_run['id']}", "prefect-glue-run", f"run {glue_run['name']}",
-                 lambda: glue_run["name"] in " ".join(browser.texts(".page-heading")))
-    browser.click("li.p-tab#artifacts", "prefect-glue-artifacts-tab")
-    browser.wait("prefect-glue-artifacts", "the glue-table artifact card",
-                 lambda: "glue-table" in browser.texts("#artifacts-content .artifact-card__title"))
-    browser.screenshot("prefect-glue-artifacts")
+    open_artifacts_tab("glue", "glue-table")
     table = artifacts["glue-table"]
 
     def glue_table() -> dict[str, list[str]] | None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.conftest import SAMPLE_CORPUS
+from tests.conftest import REPO, SAMPLE_CORPUS
 
 
 def sample_sources() -> list[dict[str, Any]]:
@@ -34,3 +37,16 @@ def shard_digests(output: Path) -> dict[str, str]:
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((output / "data").glob("*.parquet"))
     }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def services_cmd(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """`python -m flows.services ARGS` from the repository root, output captured."""
+    return subprocess.run([sys.executable, "-m", "flows.services", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)

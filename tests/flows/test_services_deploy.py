@@ -26,6 +26,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.services import _live_members, port_in_use, prefect_service, read_info, services_app
+from tests.flows.helpers import free_port, services_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 BOOKS = REPO / "tests" / "fixtures" / "sample_corpus" / "books"
@@ -33,15 +34,6 @@ BOOKS = REPO / "tests" / "fixtures" / "sample_corpus" / "books"
 pytestmark = pytest.mark.timeout(420)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _services(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.services", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @dataclass
@@ -73,16 +65,16 @@ class Services:
 @pytest.fixture
 def services(tmp_path: Path):
     """`services up` on free ports in tmp_path; `down` afterwards, then SIGKILL to any group that survived."""
-    svc = Services(tmp_path / "state", tmp_path / "mlflow", _free_port(), _free_port(), "")
+    svc = Services(tmp_path / "state", tmp_path / "mlflow", free_port(), free_port(), "")
     pgids: list[int] = []
     try:
-        out = _services(*svc.up_args)
+        out = services_cmd(*svc.up_args)
         pgids = [info["pid"] for name in ("prefect", "mlflow") if (info := read_info(svc.state, name))]
         assert out.returncode == 0, f"up failed:\n{out.stdout}\n{out.stderr}\n{_logs(svc.state)}"
         svc.up_output = out.stdout
         yield svc
     finally:
-        _services("down", *svc.state_args, "--timeout", "15", timeout=120)
+        services_cmd("down", *svc.state_args, "--timeout", "15", timeout=120)
         for pgid in pgids:  # backstop: nothing we started may outlive the test
             if _live_members(pgid):
                 os.killpg(pgid, signal.SIGKILL)
@@ -106,8 +98,8 @@ def test_up_refuses_a_busy_port_before_starting_anything(tmp_path: Path):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        out = _services("up", "--state-dir", str(tmp_path / "state"), "--mlflow-dir", str(tmp_path / "mlflow"),
-                        "--prefect-port", str(_free_port()), "--mlflow-port", str(busy.getsockname()[1]))
+        out = services_cmd("up", "--state-dir", str(tmp_path / "state"), "--mlflow-dir", str(tmp_path / "mlflow"),
+                        "--prefect-port", str(free_port()), "--mlflow-port", str(busy.getsockname()[1]))
     assert out.returncode == 1
     assert "in use" in out.stdout
     assert read_info(tmp_path / "state", "prefect") is None  # the free one was not started either
@@ -146,17 +138,17 @@ def test_up_status_down(services: Services):
     assert (svc.mlflow_dir / "mlflow.db").is_file()
 
     # a second `up` starts nothing
-    again = _services(*svc.up_args)
+    again = services_cmd(*svc.up_args)
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.count("already running") == 2
     assert {name: read_info(svc.state, name)["pid"] for name in ("prefect", "mlflow")} == pids
 
-    down = _services("down", *svc.state_args)
+    down = services_cmd("down", *svc.state_args)
     assert down.returncode == 0, down.stdout + down.stderr
     assert not port_in_use(svc.prefect_port) and not port_in_use(svc.mlflow_port)
     assert all(not _live_members(pid) for pid in pids.values()), "a server process outlived `down`"
     assert not list(svc.state.glob("*.pid"))
-    assert _services("status", *svc.state_args).returncode == 1
+    assert services_cmd("status", *svc.state_args).returncode == 1
 
 
 # ---- prefect.yaml: deploy, run through a worker ---------------------------------------------------------------
