@@ -1,10 +1,11 @@
-"""Training throughput: Ray Train (1 worker, Ray Data streaming, checkpoints) vs the same loop in plain PyTorch.
+"""Training throughput: Ray Train (1 worker, token shards streamed, checkpoints) vs the same loop in plain PyTorch.
 
 Both sides run `cluster.train.loop.train` with the same model, seed, batch, sequence length, step count and
 token shards, in the same process run; the only difference is what Ray adds: the controller and worker
-actor, Ray Data streaming the Parquet shards, and `ray.train.report` with a checkpoint at the end.
+actor, the worker reading its micro-batches from the Parquet shards (`cluster.train.token_stream`, a prefetch
+thread) where the plain loop has them in memory, and `ray.train.report` with a checkpoint at the end.
 Threads are equal on both sides (the Ray worker takes `--threads` CPUs, so Ray sets OMP_NUM_THREADS to it;
-the plain loop calls `torch.set_num_threads`), with one extra logical CPU for Ray Data.
+the plain loop calls `torch.set_num_threads`), with one extra logical CPU for the Train controller.
 
 Reported:
 - steady-state tokens/s: the loop's own timer, steps after the first 3 (data start-up and allocator warm-up
@@ -12,7 +13,7 @@ Reported:
 - the plain loop once more while the idle Ray cluster is still up: on a small machine Ray's daemons (raylet,
   GCS, the Train controller's health checks) take CPU from any process, Ray Train's worker or not;
 - total tokens/s: tokens / wall time from "start" to a finished model, including model build and data loading,
-  and for Ray its cluster start, actors, Ray Data start-up and the final checkpoint.
+  and for Ray its cluster start, actors, data start-up and the final checkpoint.
 
 Run: `.venv/bin/python benchmarks/bench_train.py [--steps 200] [--preset mini]`
 GPU: `.venv/bin/python benchmarks/bench_train.py --gpu` (GPT-2 small, bf16, seq 1024; prints MFU too).
@@ -21,6 +22,7 @@ GPU: `.venv/bin/python benchmarks/bench_train.py --gpu` (GPT-2 small, bf16, seq 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -76,7 +78,8 @@ def plain(tokens: Path, model_spec: ModelSpec, spec: TrainSpec, seq_len: int, vo
     batches = torch.from_numpy(rows).split(spec.micro_batch_size)
     stream = (b for _ in range(10**6) for b in batches if len(b) == spec.micro_batch_size)
     val = list(batches[: spec.eval_batches])
-    state = train(model, stream, lambda: iter(val), spec, "gpt", SPECIAL, vocab, device)
+    state = train(model, lambda start: itertools.islice(stream, start, None), lambda: iter(val), spec, "gpt",
+                  SPECIAL, vocab, device)
     wall = time.perf_counter() - t0
     return {"steady": state.tokens_per_s, "total": state.tokens_seen / wall, "wall": wall, "mfu": state.mfu}
 
@@ -86,12 +89,10 @@ def on_ray(tokens: Path, model_spec: ModelSpec, spec: TrainSpec, threads: int, g
     """Ray Train with 1 worker; then the plain loop again while the (idle) Ray cluster is still up, which
     separates the cost of Ray's daemons merely running on this machine from Ray Train's own."""
     import ray
-    import ray.data
 
     from cluster.train.ray_entry import run_pretraining
 
     t0 = time.perf_counter()
-    ray.data.DataContext.get_current().enable_progress_bars = False
     ray.init(num_cpus=threads + 1, include_dashboard=False, log_to_driver=False)
     t1 = time.perf_counter()
     out = run_pretraining(tokens_dir=str(tokens), model=model_spec, train=spec,

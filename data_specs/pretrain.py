@@ -118,7 +118,7 @@ class ScalingSpec(StrictModel):
     num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks).")
     use_gpu: bool = Field(False, description="One GPU per worker; NCCL and bf16 autocast.")
     cpus_per_worker: float = Field(
-        1.0, gt=0, description="Logical CPUs per worker (0.5 on a 2-core box leaves room for Ray Data)."
+        1.0, gt=0, description="Logical CPUs per worker (0.5 lets two workers share a 2-core box)."
     )
     ray_address: str | None = Field(None, description="Existing Ray cluster; RAY_ADDRESS wins; null = local Ray.")
     storage_path: str | None = Field(

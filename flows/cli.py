@@ -145,7 +145,10 @@ def curate(
     workers: Annotated[int | None, typer.Option(help="Override run.workers (results do not change).")] = None,
     runner: Annotated[str | None, typer.Option(help="Override run.task_runner: threads or ray.")] = None,
 ) -> None:
-    """Curate a corpus: read, clean, deduplicate and shard the spec's sources."""
+    """Curate a corpus: read, clean, deduplicate and shard the spec's sources.
+
+    Exits 1 when some inputs failed, 2 on a bad spec or when another run holds the output's lock.
+    """
     try:
         load_curate_spec(spec)
     except SpecError as exc:
@@ -156,8 +159,15 @@ def curate(
     if runner is not None:
         os.environ["LMPIPE_TASK_RUNNER"] = runner
     from flows.curate import curate as curate_flow  # imported late: prefect start-up is slow
+    from rich.markup import escape
 
-    manifest = curate_flow(spec)
+    from tasks.common.lock import OutputLocked
+
+    try:
+        manifest = curate_flow(spec)
+    except OutputLocked as exc:
+        console.print(f"[bold red]Output locked[/]: {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
     _summary(manifest)
     if manifest["failed_inputs"]:
         raise typer.Exit(1)

@@ -2,10 +2,20 @@
 
     lmpipe curate data_specs/curate/sample.yaml
 
-Plan the work units (a file, or a byte range of a large file) → process each unit in parallel
-(read, clean, sign; finished units are skipped on rerun) → global exact + MinHash dedup across all
-sources → write balanced shards → write `manifest.json` last. A bad input never stops the run: it
-is listed in the manifest with its error, and the CLI exits non-zero.
+Take the output's lock (a second run on the same output fails at once with `OutputLocked`) → plan
+the work units (a file, or a byte range of a large file) → process each unit in parallel (read, clean,
+sign; complete units are skipped on rerun) → global exact + MinHash dedup across all sources → write
+balanced shards → write `manifest.json` last. A bad input never stops the run: it is listed in the
+manifest with its error, and the CLI exits non-zero.
+
+Reruns: the manifest and shards of an earlier run are reused only when the run key (spec + every
+unit's key and outcome) is unchanged, so a rerun that reads a once-failed input whole rebuilds the
+output. A killed run leaves complete units (reused), maybe some shards and no manifest: the rerun
+reassembles from the units and gets the same bytes.
+
+Fault points (`tasks/common/faults.py`, inert unless LMPIPE_FAULTS is set): `curate.unit_written`
+(tasks/units/core.py), `curate.dedup_done`, `curate.shard_written` (detail: shard name) and
+`curate.before_manifest`.
 """
 
 from __future__ import annotations
@@ -21,10 +31,12 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.artifacts import update_progress_artifact
 from prefect.futures import as_completed
 
-from data_specs import CurateSpec, curate_fingerprint, fingerprint, load_curate_spec
+from data_specs import CurateSpec, curate_fingerprint, load_curate_spec
 from flows.runners import apply_run_overrides, chosen_runner, make_task_runner
+from tasks.common.faults import fault_point
+from tasks.common.lock import output_lock
 from tasks.corpus.core import plan_shards, read_manifest, remove_stale_shards
-from tasks.corpus.manifest import build_manifest, render_data_card, sample_examples
+from tasks.corpus.manifest import build_manifest, render_data_card, run_key, sample_examples
 from tasks.corpus.task import deduplicate_task, write_shard_task
 from tasks.shards.core import write_bytes_atomic
 from tasks.sources.core import WorkUnit
@@ -77,13 +89,26 @@ def process_units(spec: CurateSpec, units: list[tuple[int, WorkUnit]], work_dir:
 
 @flow(name="curate", log_prints=True)
 def curate(spec_path: str) -> dict[str, Any]:
-    """Curate the corpus described by the spec at `spec_path`; returns the manifest."""
-    logger = get_run_logger()
+    """Curate the corpus described by the spec at `spec_path`; returns the manifest.
+
+    Raises `tasks.common.lock.OutputLocked` at once when another run holds the output.
+    """
     spec = apply_run_overrides(load_curate_spec(spec_path))
     output = resolve_output(spec.output)
+    with output_lock(output):
+        manifest = _curate_locked(spec, output)
+        _publish(manifest, output)
+    return manifest
+
+
+def _curate_locked(spec: CurateSpec, output: str) -> dict[str, Any]:
+    """The run proper, with the output's lock held: units, then (unless up to date) the assembly."""
+    logger = get_run_logger()
     work_dir = f"{output.rstrip('/')}/_work"
     spec_fp = curate_fingerprint(spec)
     logger.info("Curating %s (fingerprint %s) into %s", spec.name, spec_fp, output)
+    if orphans := remove_orphan_temp_files(output):
+        logger.info("Removed %d temporary file(s) left by a killed run", len(orphans))
 
     units, problems = plan_work_units(spec.sources)
     for pattern, error in problems:
@@ -91,19 +116,27 @@ def curate(spec_path: str) -> dict[str, Any]:
     runner = make_task_runner(spec.run)
     results = process_units.with_options(task_runner=runner)(spec, units, work_dir)
 
-    run_key = fingerprint({"spec": spec_fp, "units": sorted(r.key or r.label for r in results), "problems": problems})
+    key = run_key(spec_fp, results, problems)
     previous = read_manifest(output)
-    if previous and previous.get("run_key") == run_key and _shards_present(output, previous["shards"]):
-        logger.info("Output is up to date (run key %s): nothing to write", run_key)
-        manifest = previous
-    else:
-        manifest = _assemble(spec, spec_fp, run_key, results, problems, output, work_dir)
-    _publish(manifest, output)
-    return manifest
+    if previous and previous.get("run_key") == key and _shards_present(output, previous["shards"]):
+        logger.info("Output is up to date (run key %s): nothing to write", key)
+        return previous
+    return _assemble(spec, spec_fp, key, results, problems, output, work_dir)
+
+
+def remove_orphan_temp_files(output: str) -> list[str]:
+    """Delete `*.tmp-*` files under the output: with its lock held, they can only be a killed run's leftovers."""
+    fs, root = url_to_fs(output)
+    if not fs.exists(root):
+        return []
+    orphans = [p for p in fs.find(root) if ".tmp-" in p.rsplit("/", 1)[-1]]
+    for path in orphans:
+        fs.rm(path)
+    return orphans
 
 
 def _assemble(
-    spec: CurateSpec, spec_fp: str, run_key: str, results: list[UnitResult], problems: list[tuple[str, str]],
+    spec: CurateSpec, spec_fp: str, key: str, results: list[UnitResult], problems: list[tuple[str, str]],
     output: str, work_dir: str,
 ) -> dict[str, Any]:
     """Dedup, write shards, then the manifest (last) and the data card."""
@@ -111,16 +144,21 @@ def _assemble(
     if fs.exists(manifest_path):
         fs.rm(manifest_path)  # the old manifest must not describe shards we are about to replace
     outcome = deduplicate_task(results, spec.dedup, work_dir)
+    fault_point("curate.dedup_done")
     plans = plan_shards(outcome, output, spec.shards.target_mb)
     futures = write_shard_task.map(plans, spec.shards.row_group_rows, spec.shards.compression_level)
-    shards = [f.result() for f in futures]
+    shards = []
+    for future in futures:
+        shards.append(future.result())
+        fault_point("curate.shard_written", shards[-1]["path"])
     remove_stale_shards(output, {s["path"] for s in shards})
     manifest = build_manifest(
-        spec=spec.model_dump(mode="json"), fingerprint=spec_fp, run_key=run_key, results=results,
+        spec=spec.model_dump(mode="json"), fingerprint=spec_fp, run_key=key, results=results,
         planning_problems=problems, outcome=outcome, shards=shards, output=output,
     )
     examples = sample_examples(output, shards, spec.data_card.examples_per_source, spec.data_card.example_chars)
     write_bytes_atomic(f"{output}/DATA_CARD.md", render_data_card(manifest, examples).encode("utf-8"))
+    fault_point("curate.before_manifest")
     write_bytes_atomic(f"{output}/manifest.json", _json_bytes(manifest))
     return manifest
 

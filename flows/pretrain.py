@@ -37,7 +37,13 @@ def _resolve_paths(spec: PretrainSpec) -> PretrainSpec:
 
 
 def pretrain_fingerprint(spec: PretrainSpec) -> str:
-    """What the job produces: everything but where it runs and where it logs."""
+    """What the job produces: everything but where it runs and where it logs.
+
+    `scaling` stays out, `num_workers` included, although the worker count sets the global batch: the
+    fingerprint names the job, and a rerun of an unfinished job with another worker count must find that job
+    and be refused with the fix (`check_resume`: set the old count back, or `--new-run`), not silently start a
+    new job beside it and leave the old one's progress behind. The worker count is logged with the run's params.
+    """
     return fingerprint(spec.model_dump(mode="json", exclude={"scaling", "mlflow"}))
 
 
@@ -204,6 +210,10 @@ def pretrain(spec_path: str, new_run: bool = False) -> dict[str, Any]:
     previous = read_job_state(jobs)
     resume = previous is not None and previous.status == "running" and not new_run
     run_name = previous.run_name if resume else new_run_name(spec.name, spec_fp)
+    if resume:  # another worker count or batch layout than the checkpoints': refuse before touching the MLflow run
+        from cluster.train.ray_entry import check_resume
+
+        check_resume(f"{storage}/{run_name}", spec.scaling.num_workers, spec.train)
 
     tracking_uri = resolve_tracking_uri(spec.mlflow)
     experiment_id = ensure_experiment(spec.mlflow.experiment, tracking_uri)

@@ -17,6 +17,7 @@ _STATE = Path(tempfile.mkdtemp(prefix="lmpipe-tests-"))
 os.environ.setdefault("PREFECT_HOME", str(_STATE / "prefect"))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("LMPIPE_TASK_RUNNER", None)
+os.environ.pop("PREFECT_API_URL", None)  # never the user's server: flow tests start their own
 os.environ.pop("LMPIPE_WORKERS", None)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,12 +6,13 @@ weights only, a learning rate from linear warmup + cosine decay, bf16 autocast o
 Every `eval_every` steps (and at step 0 and the end) it measures validation loss and perplexity; every
 `checkpoint_every` steps (and at the end) it hands the full training state to `on_checkpoint`.
 
-Inputs: a model (optionally DDP-wrapped), an iterator of (B, T) token-id tensors from the start of this rank's
-stream, a factory of validation iterators, a `TrainSpec`. Output: the final `TrainState`. Resuming: pass the
-dict given to `on_checkpoint` as `resume=`; the loop restores weights, optimizer, RNGs and step, and skips the
-micro-batches already consumed so the data stream continues where it stopped.
+Inputs: a model (optionally DDP-wrapped), a factory `train_batches(start)` of this rank's (B, T) token-id stream
+from its `start`-th micro-batch on, a factory of validation iterators, a `TrainSpec`. Output: the final
+`TrainState`. Resuming: pass this rank's dict given to `on_checkpoint` as `resume=`; the loop restores weights,
+optimizer, this rank's RNGs and step, and opens the stream at the saved position (`batches_consumed`): the
+stream seeks there (`cluster.train.token_stream`), nothing consumed is read again.
 
-Runs on CPU in a unit test: `train(build_model(...), iter(batches), lambda: iter(val), spec, "gpt", ...)`.
+Runs on CPU in a unit test: `train(build_model(...), lambda k: iter(batches[k:]), lambda: iter(val), spec, "gpt", ...)`.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any]:
 
 def train(
     model: torch.nn.Module,
-    train_batches: Iterator[Tensor],
+    train_batches: Callable[[int], Iterator[Tensor]],
     val_batches: Callable[[], Iterator[Tensor]],
     spec: TrainSpec,
     model_kind: str,
@@ -111,18 +112,22 @@ def train(
     on_step: Callable[[dict[str, float]], None] | None = None,
     on_eval: Callable[[dict[str, float]], None] | None = None,
     on_checkpoint: Callable[[TrainState, dict[str, Any]], None] | None = None,
+    on_batch: Callable[[int, dict[str, Tensor]], None] | None = None,
     is_ddp: bool = False,
     rank: int = 0,
     world_size: int = 1,
 ) -> TrainState:
     """Train until `spec.max_steps`; return the final state.
 
-    `model` is on `device` already (DDP-wrapped when `is_ddp`). `train_batches` yields (B, T) int tensors from
-    the start of this rank's stream (it must hold `max_steps * grad_accum` micro-batches, e.g. repeat epochs);
-    `val_batches()` returns a fresh validation iterator (the first `eval_batches` are used).
+    `model` is on `device` already (DDP-wrapped when `is_ddp`). `train_batches(k)` returns an iterator of this
+    rank's (B, T) int tensors from its k-th micro-batch on (it must last to `max_steps * grad_accum`, e.g.
+    repeat epochs); the loop closes it at the end if it has `close()`. `val_batches()` returns a fresh
+    validation iterator (the first `eval_batches` are used).
     Callbacks: `on_step` gets step, loss, lr, grad_norm, tokens_per_s (all ranks), mfu (GPU only);
     `on_eval` gets step, val_loss, val_ppl; `on_checkpoint` gets the state and a dict of state dicts
-    (model, optimizer, train_state, rng) that `resume=` accepts. Every rank calls every callback equally often.
+    (model, optimizer, train_state, rng: this rank's) that `resume=` accepts; `on_batch` gets the step being
+    trained (1-based) and each micro-batch's model inputs, for tracing. Every rank calls every callback equally
+    often. `resume` must be this rank's own dict: the RNG states in it differ per rank.
     """
     device = torch.device(device)
     raw = _unwrap(model)
@@ -138,9 +143,6 @@ def train(
         optimizer.load_state_dict(resume["optimizer"])
         state = TrainState(**resume["train_state"])
         _set_rng(resume["rng"], mask_gen, device)
-        for _ in range(state.batches_consumed):  # continue the data stream where the checkpoint left it
-            if next(train_batches, None) is None:
-                raise RuntimeError(f"the train stream ended while skipping {state.batches_consumed} consumed batches")
     else:
         torch.manual_seed(spec.seed + rank)  # dropout differs per rank; weights were seeded by the caller
 
@@ -177,69 +179,77 @@ def train(
 
     if state.step == 0 and state.first_val_loss is None:
         run_eval()  # the untrained model's loss: the baseline every later evaluation is compared with
-    model.train()
-    while state.step < spec.max_steps:
-        t0 = time.perf_counter()
-        lr = lr_at(state.step, spec)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum = torch.zeros((), device=device)
-        step_tokens, data_s = 0, 0.0
-        for micro in range(spec.grad_accum):
-            t_data = time.perf_counter()
-            batch = next(train_batches, None)
-            data_s += time.perf_counter() - t_data
-            if batch is None:
-                raise RuntimeError(f"the train stream ran out at step {state.step}: repeat epochs in train_batches")
-            state.batches_consumed += 1
-            inputs = prepare(batch, mask_gen)
-            step_tokens += inputs["input_ids"].numel()
-            last = micro == spec.grad_accum - 1
-            sync = contextlib.nullcontext() if (last or not is_ddp) else model.no_sync()  # all-reduce once per step
-            with sync:
-                with autocast():
-                    loss = model(**inputs).loss / spec.grad_accum
-                loss.backward()
-            loss_sum += loss.detach()
-        clip = spec.grad_clip if spec.grad_clip is not None else math.inf  # inf: measure the norm, clip nothing
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        train_loss = loss_sum.item()  # waits for the GPU: the step's time below is real
-        dt = time.perf_counter() - t0
+    batches = train_batches(state.batches_consumed)  # opened at the saved position: nothing is read twice
+    try:
+        model.train()
+        while state.step < spec.max_steps:
+            t0 = time.perf_counter()
+            lr = lr_at(state.step, spec)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=device)
+            step_tokens, data_s = 0, 0.0
+            for micro in range(spec.grad_accum):
+                t_data = time.perf_counter()
+                batch = next(batches, None)
+                data_s += time.perf_counter() - t_data
+                if batch is None:
+                    raise RuntimeError(f"the train stream ran out at step {state.step}: repeat epochs in "
+                                       "train_batches")
+                state.batches_consumed += 1
+                inputs = prepare(batch, mask_gen)
+                if on_batch is not None:
+                    on_batch(state.step + 1, inputs)
+                step_tokens += inputs["input_ids"].numel()
+                last = micro == spec.grad_accum - 1
+                # all-reduce once per step: the other micro-batches only accumulate locally
+                sync = contextlib.nullcontext() if (last or not is_ddp) else model.no_sync()
+                with sync:
+                    with autocast():
+                        loss = model(**inputs).loss / spec.grad_accum
+                    loss.backward()
+                loss_sum += loss.detach()
+            clip = spec.grad_clip if spec.grad_clip is not None else math.inf  # inf: measure the norm only
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            train_loss = loss_sum.item()  # waits for the GPU: the step's time below is real
+            dt = time.perf_counter() - t0
 
-        state.step += 1
-        state.tokens_seen += step_tokens * world_size
-        state.last_train_loss = train_loss
-        session_steps += 1
-        tokens_per_s = step_tokens * world_size / dt
-        metrics: dict[str, float] = {
-            "step": state.step,
-            "loss": train_loss,
-            "lr": lr,
-            "grad_norm": float(grad_norm),
-            "tokens_per_s": tokens_per_s,
-            "tokens_seen": state.tokens_seen,
-            "data_s": data_s,  # time this step waited for its batches: a data-loading stall shows here
-        }
-        if peak is not None:
-            fpt = fpt or flops_per_token(raw, inputs["input_ids"].shape[1])
-            metrics["mfu"] = fpt * step_tokens / dt / peak  # per GPU, as nanoGPT's estimate_mfu
-        if session_steps > _UNTIMED_STEPS:
-            timed_tokens += step_tokens * world_size
-            timed_s += dt
-            state.tokens_per_s = timed_tokens / timed_s
+            state.step += 1
+            state.tokens_seen += step_tokens * world_size
+            state.last_train_loss = train_loss
+            session_steps += 1
+            tokens_per_s = step_tokens * world_size / dt
+            metrics: dict[str, float] = {
+                "step": state.step,
+                "loss": train_loss,
+                "lr": lr,
+                "grad_norm": float(grad_norm),
+                "tokens_per_s": tokens_per_s,
+                "tokens_seen": state.tokens_seen,
+                "data_s": data_s,  # time this step waited for its batches: a data-loading stall shows here
+            }
             if peak is not None:
-                state.mfu = fpt * (timed_tokens / world_size) / timed_s / peak
-        else:
-            state.tokens_per_s = tokens_per_s  # too few steps for a steady figure yet: the latest one
-            state.mfu = metrics.get("mfu")
-        if on_step is not None:
-            on_step(metrics)
-        if state.step % spec.eval_every == 0:
-            run_eval()
-        if state.step % spec.checkpoint_every == 0:
-            run_checkpoint()
+                fpt = fpt or flops_per_token(raw, inputs["input_ids"].shape[1])
+                metrics["mfu"] = fpt * step_tokens / dt / peak  # per GPU, as nanoGPT's estimate_mfu
+            if session_steps > _UNTIMED_STEPS:
+                timed_tokens += step_tokens * world_size
+                timed_s += dt
+                state.tokens_per_s = timed_tokens / timed_s
+                if peak is not None:
+                    state.mfu = fpt * (timed_tokens / world_size) / timed_s / peak
+            else:
+                state.tokens_per_s = tokens_per_s  # too few steps for a steady figure yet: the latest one
+                state.mfu = metrics.get("mfu")
+            if on_step is not None:
+                on_step(metrics)
+            if state.step % spec.eval_every == 0:
+                run_eval()
+            if state.step % spec.checkpoint_every == 0:
+                run_checkpoint()
+    finally:
+        getattr(batches, "close", lambda: None)()  # a prefetching stream stops its reader thread
 
     if evaluated_at != state.step:
         run_eval()

@@ -5,22 +5,27 @@ checkpoints, resume by run name, recovery from dead workers, and the final model
 
 `run_pretraining(tokens_dir=..., model=..., train=..., scaling=..., run_name=..., storage_path=...)` reads the
 token manifest, starts (or joins) Ray, and runs `loop.train` on `scaling.num_workers` data-parallel workers
-(DDP over gloo on CPU, NCCL on GPU). Each worker streams its own split of the train shards through Ray Data;
-validation batches are the same on every rank. Checkpoints go to `<storage_path>/<run_name>/checkpoint_*`
-(the last two kept); rerunning with the same run name resumes from the latest one (Ray Train V2 semantics),
-worker failures restart the group from it (`scaling.max_failures`). Rank 0 logs per-step metrics into an
-existing MLflow run when `mlflow_run_id` is given. The final model is a `save_pretrained` directory with the
-tokenizer copied in, at `<storage_path>/<run_name>/final_model`.
+(DDP over gloo on CPU, NCCL on GPU). Each worker reads its own micro-batches straight from the train shards
+(`cluster.train.token_stream`: rank r's k-th batch is fixed by (k, r, world), so a resume seeks instead of
+replaying); validation batches are the same on every rank. Checkpoints go to
+`<storage_path>/<run_name>/checkpoint_*` (the last two kept); rerunning with the same run name resumes from the
+latest one (Ray Train V2 semantics), worker failures restart the group from it (`scaling.max_failures`).
+Every rank restores its own RNG states (`rank_<r>.pt`); a job resumes only with the worker count and batch
+layout it was written with (`check_resume`, before Ray starts). Rank 0 logs per-step metrics into an existing
+MLflow run when `mlflow_run_id` is given. The final model is a `save_pretrained` directory with the tokenizer
+copied in, at `<storage_path>/<run_name>/final_model`.
 
 Ray Train V2 facts this relies on (STACK_NOTES.md, training_orchestration_facts.md §B):
-- `ray.train.report` is a barrier: every rank reports at every checkpoint; only rank 0 passes a directory.
+- `ray.train.report` is a barrier: every rank reports at every checkpoint.
+- Checkpoint directories reported by several ranks at one `report` are merged into one checkpoint folder (its
+  name is chosen by rank 0 and broadcast); rank 0 writes the model and optimizer, every rank its `rank_<r>.pt`.
 - `Result.metrics` only holds metrics reported *with* a checkpoint, so every report carries one.
-- On 2 cores, workers must take fractional CPUs (`cpus_per_worker=0.5`) or Ray Data has none and stalls.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -37,11 +42,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import ray
-import ray.data
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from cluster import ray_logging
@@ -49,6 +53,7 @@ from cluster.train.finetune import EncodedSplit, finetune, load_classifier, pred
 from cluster.train.loop import CHECKPOINT_FILE, STATE_FILE, TrainState, load_checkpoint, save_checkpoint
 from cluster.train.loop import train as train_loop
 from cluster.train.model import build_model
+from cluster.train.token_stream import TokenStream
 from data_specs.glue import FinetuneSpec, GlueScalingSpec
 from data_specs.pretrain import ModelSpec, ScalingSpec, TrainSpec
 
@@ -58,7 +63,12 @@ FINAL_MODEL_DIR = "final_model"
 RAY_START_S: float | None = None
 TRAIN_START_S: list[float] = []
 _HF_SUBDIR = "hf_model"  # inside the last checkpoint: the save_pretrained directory
-_RUN_META = "run_meta.json"  # inside each checkpoint: which invocation wrote it, and where it resumed from
+_RUN_META = "run_meta.json"  # inside each checkpoint: which invocation wrote it, where it resumed from, the layout
+
+
+def _rank_file(rank: int) -> str:
+    """Inside each pretraining checkpoint: one rank's RNG states and train state (its data position)."""
+    return f"rank_{rank}.pt"
 
 
 @dataclass
@@ -71,6 +81,7 @@ class TrainOutcome:
     metrics: dict[str, float | None]  # train_loss, first_val_loss, val_loss, val_ppl, tokens_per_s, mfu, tokens_seen
     model_dir: str  # save_pretrained directory + tokenizer files
     resumed_from_step: int | None  # the checkpoint step this invocation started from; None for a fresh run
+    restarted_from_step: int | None = None  # a dead worker's group restarted here, inside this invocation
 
 
 def run_pretraining(
@@ -84,11 +95,16 @@ def run_pretraining(
     mlflow_run_id: str | None = None,
     mlflow_tracking_uri: str | None = None,
     fail_once_at_step: int | None = None,
+    trace_batches_to: str | None = None,
 ) -> TrainOutcome:
     """Pretrain `model` on the token shards in `tokens_dir`; resume if `<storage_path>/<run_name>` has checkpoints.
 
-    `fail_once_at_step` is a test hook: one worker (rank 1, or rank 0 alone) kills its process when it reaches
-    that step after a checkpoint exists, once per run (a marker file under the run folder remembers it).
+    Raises `ResumeMismatchError` (before starting Ray) when those checkpoints were written with another worker
+    count, micro_batch_size or grad_accum.
+    Test hooks: with `fail_once_at_step`, one worker (rank 1, or rank 0 alone) kills its process when it reaches
+    that step after a checkpoint exists, once per run (a marker file under the run folder remembers it); with
+    `trace_batches_to`, rank r appends a line per micro-batch (step, sha256 of its model inputs) and per step
+    (its loss) to `<trace_batches_to>/rank_<r>.jsonl`.
     """
     tokens = Path(tokens_dir).resolve()
     manifest = json.loads((tokens / "manifest.json").read_text())
@@ -96,6 +112,7 @@ def run_pretraining(
         raise ValueError(f"token shards in {tokens} were made for {manifest['model_kind']!r}, model is {model.kind!r}")
     storage = str(Path(storage_path).resolve()) if "://" not in storage_path else storage_path
     model_dir = _local_path(storage, run_name, FINAL_MODEL_DIR)  # fails now, not after training, if remote
+    check_resume(Path(model_dir).parent, scaling.num_workers, train)  # before Ray starts: a refusal costs nothing
     tracking_uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     _ensure_ray(scaling, tracking_uri)
 
@@ -103,15 +120,9 @@ def run_pretraining(
     val_paths = [str(tokens / s["path"]) for s in manifest["splits"].get("val", {}).get("shards", [])]
     if not train_paths:
         raise ValueError(f"{tokens}/manifest.json lists no train shards")
-    # Fixed block order: the data position saved in a checkpoint then means the same rows after a restart.
-    data_options = ray.data.ExecutionOptions(preserve_order=True)
-    # Ray Data's per-operator progress bars repeat every epoch in every worker's log; the loop prints its own
-    # progress (rank 0) and MLflow has every step.
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    datasets = {"train": ray.data.read_parquet(train_paths, columns=["input_ids"])}
     # Validation is the first eval_batches × micro_batch_size rows, identical on every rank: read once here and
-    # shipped in the config (KBs to a few MB) rather than a Ray Data pass per worker (~10 s of start-up each on
-    # 2 cores). No validation split (validation_fraction 0): the head of the train data stands in.
+    # shipped in the config (KBs to a few MB) rather than read again by every worker. No validation split
+    # (validation_fraction 0): the head of the train data stands in.
     val_rows = _read_rows(val_paths or train_paths[:1], train.eval_batches * train.micro_batch_size)
     tok = manifest["tokenizer"]
     config = {
@@ -121,10 +132,11 @@ def run_pretraining(
         "vocab_size": int(tok["vocab_size"]),
         "special": {k: v for k, v in tok.items() if k.endswith("_id") and v is not None},
         "val_rows": val_rows,
+        "train_paths": train_paths,  # absolute: every worker reads its own micro-batches (token_stream)
+        "trace_dir": trace_batches_to and str(Path(trace_batches_to).resolve()),
         **_job_config(scaling, storage, run_name, mlflow_run_id, tracking_uri, fail_once_at_step),
     }
-    trainer = _trainer(_train_worker, config, scaling, run_name, storage, datasets=datasets,
-                       dataset_config=DataConfig(datasets_to_split=["train"], execution_options=data_options))
+    trainer = _trainer(_train_worker, config, scaling, run_name, storage)
     fit_at = time.time()
     result = trainer.fit()  # raises ray.train.TrainingFailedError once max_failures is exhausted
 
@@ -141,7 +153,29 @@ def run_pretraining(
         metrics={k: metrics.get(k) for k in keys},
         model_dir=model_dir,
         resumed_from_step=metrics.get("resumed_from_step"),
+        restarted_from_step=metrics.get("restarted_from_step"),
     )
+
+
+def check_resume(run_dir: str | Path, num_workers: int, train: TrainSpec) -> None:
+    """Refuse (`ResumeMismatchError`, with the fix) to resume the checkpoints in `run_dir` with another worker
+    count, micro_batch_size or grad_accum: each rank's data position and RNG states mean something only in
+    the layout that wrote them. No checkpoint, a remote storage, or one written before the layout was
+    recorded: nothing to check."""
+    from tasks.pretrain.core import ResumeMismatchError, resume_mismatch
+
+    if "://" in str(run_dir):
+        return
+    newest = latest_checkpoint_on_disk(Path(run_dir))
+    if newest is None:
+        return
+    saved = json.loads((newest / _RUN_META).read_text())
+    step = json.loads((newest / STATE_FILE).read_text())["step"]
+    problem = resume_mismatch(saved, num_workers=num_workers, micro_batch_size=train.micro_batch_size,
+                              grad_accum=train.grad_accum)
+    if problem:
+        raise ResumeMismatchError(f"cannot resume job {Path(run_dir).name} from its step-{step} checkpoint "
+                                  f"({newest}): {problem}")
 
 
 def _job_config(scaling: Any, storage: str, run_name: str, mlflow_run_id: str | None, tracking_uri: str | None,
@@ -176,7 +210,8 @@ def _trainer(worker: Any, config: dict[str, Any], scaling: Any, run_name: str, s
 
 
 def _train_worker(config: dict[str, Any]) -> None:
-    """One data-parallel rank: build the model, restore the latest checkpoint, run the loop, report."""
+    """One data-parallel rank: build the model, restore the latest checkpoint (and this rank's own RNG states
+    and data position), run the loop, report."""
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     model_spec, spec = ModelSpec(**config["model"]), TrainSpec(**config["train"])
@@ -192,16 +227,23 @@ def _train_worker(config: dict[str, Any]) -> None:
     resume, meta = None, {"invocation": config["invocation"], "resumed_from_step": None}
     with _newest_checkpoint(ray.train.get_checkpoint(), Path(config["run_dir"])) as d:
         if d is not None:
-            resume = load_checkpoint(d)
+            resume = _load_rank_checkpoint(Path(d), rank)
             saved = json.loads((Path(d) / _RUN_META).read_text())
     if resume is not None:
-        # A restart after a worker failure keeps this invocation's resume point; a new invocation records its own.
-        meta = saved if saved["invocation"] == config["invocation"] else {
-            "invocation": config["invocation"], "resumed_from_step": resume["train_state"]["step"]}
+        step = resume["train_state"]["step"]
+        # A restart after a dead worker (same invocation) records where it picked up; a rerun, where it resumed.
+        meta = {**saved, "restarted_from_step": step} if saved["invocation"] == config["invocation"] else {
+            "invocation": config["invocation"], "resumed_from_step": step}
+    layout = {"world_size": world, "micro_batch_size": spec.micro_batch_size, "grad_accum": spec.grad_accum}
     model = ray.train.torch.prepare_model(model)  # to the device; DDP when world > 1
 
     pin = bool(config["use_gpu"])
-    train_batches = _repeat_epochs(ray.train.get_dataset_shard("train"), spec.micro_batch_size, pin)
+
+    def train_batches(start: int) -> TokenStream:  # this rank's micro-batches from its start-th on: a seek
+        return TokenStream(config["train_paths"], spec.micro_batch_size, rank=rank, world_size=world, start=start,
+                           pin_memory=pin)
+
+    trace = BatchTrace(Path(config["trace_dir"]) / f"rank_{rank}.jsonl") if config["trace_dir"] else None
     val_cache = list(torch.from_numpy(np.array(config["val_rows"], copy=True)).split(spec.micro_batch_size))
 
     logger = _MlflowLogger(config["mlflow_tracking_uri"], config["mlflow_run_id"]) if rank == 0 else None
@@ -214,6 +256,8 @@ def _train_worker(config: dict[str, Any]) -> None:
 
     def on_step(m: dict[str, float]) -> None:
         first_step_at.setdefault("t", time.time())
+        if trace:
+            trace.write({"step": int(m["step"]), "loss": m["loss"]})
         if logger:
             logger.log(m, m["step"])
             if m["step"] % every == 0 or m["step"] == spec.max_steps:
@@ -238,36 +282,60 @@ def _train_worker(config: dict[str, Any]) -> None:
             logger.flush()
         metrics = {**_report_metrics(state, meta), **({"first_step_at": first_step_at["t"]} if first_step_at else {})}
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
+            # Every rank's own RNG states and data position; Ray merges all ranks' folders into one checkpoint.
+            torch.save({"rng": state_dicts["rng"], "train_state": state_dicts["train_state"]},
+                       Path(tmp) / _rank_file(rank))
             if rank == 0:
                 save_checkpoint(tmp, state_dicts)
-                (Path(tmp) / _RUN_META).write_text(json.dumps(meta))
+                (Path(tmp) / _RUN_META).write_text(json.dumps({**meta, **layout}))
                 if state.step >= spec.max_steps:
                     raw.save_pretrained(Path(tmp) / _HF_SUBDIR)  # the final model rides in the last checkpoint
-                ckpt = Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)  # barrier: every rank, every checkpoint
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))  # barrier: every rank
         checkpointed["any"] = True
 
     train_loop(
         model, train_batches, lambda: iter(val_cache), spec, model_spec.kind, config["special"],
         config["vocab_size"], device, resume=resume, on_step=on_step, on_eval=on_eval,
-        on_checkpoint=on_checkpoint, is_ddp=world > 1, rank=rank, world_size=world,
+        on_checkpoint=on_checkpoint, on_batch=trace.batch if trace else None, is_ddp=world > 1, rank=rank,
+        world_size=world,
     )
     if logger:
         logger.flush()
+    if trace:
+        trace.file.close()
 
 
-def _repeat_epochs(shard: Any, batch_size: int, pin_memory: bool) -> Iterator[torch.Tensor]:
-    """This rank's (B, T) batches, epoch after epoch. Full batches only: with `streaming_split(equal=True)`
-    every rank then sees the same number of batches, so DDP ranks never wait on one another at an epoch end."""
-    while True:
-        n = 0
-        for batch in shard.iter_torch_batches(batch_size=batch_size, drop_last=True, device="cpu",
-                                              pin_memory=pin_memory):
-            n += 1
-            yield batch["input_ids"]
-        if n == 0:
-            raise RuntimeError(f"this worker's train shard has fewer than micro_batch_size={batch_size} rows")
+def _load_rank_checkpoint(directory: Path, rank: int) -> dict[str, Any]:
+    """Rank 0's full checkpoint (weights, optimizer) with this rank's own RNG states and train state.
+
+    A checkpoint written before per-rank files existed has only rank 0's: every rank then takes those (the old
+    behaviour), which `check_resume` cannot flag because such checkpoints did not record their layout either.
+    """
+    resume = load_checkpoint(directory)
+    own = directory / _rank_file(rank)
+    if own.is_file():
+        resume.update(torch.load(own, map_location="cpu", weights_only=True))
+    return resume
+
+
+class BatchTrace:
+    """Test hook (`trace_batches_to`): append one JSON line per micro-batch (the step it trains, sha256 of the
+    model inputs: ids after masking, labels) and per step (this rank's loss), flushed at once so lines written
+    before a worker dies survive it."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def batch(self, step: int, inputs: dict[str, torch.Tensor]) -> None:
+        digest = hashlib.sha256()
+        for key in sorted(inputs):
+            digest.update(key.encode() + inputs[key].cpu().numpy().tobytes())
+        self.write({"step": step, "sha": digest.hexdigest()[:16]})
 
 
 def _read_rows(paths: list[str], n: int) -> np.ndarray:
@@ -298,6 +366,7 @@ def _report_metrics(state: TrainState, meta: dict[str, Any]) -> dict[str, float]
         "tokens_per_s": state.tokens_per_s,
         "mfu": state.mfu,
         "resumed_from_step": meta["resumed_from_step"],
+        "restarted_from_step": meta.get("restarted_from_step"),
     }
     return {k: v for k, v in m.items() if v is not None}
 
@@ -332,7 +401,7 @@ class _MlflowLogger:
 
 
 def _ensure_ray(scaling: ScalingSpec, tracking_uri: str | None) -> None:
-    """Join `RAY_ADDRESS` / `scaling.ray_address`, or start a local Ray sized for the workers + Ray Data.
+    """Join `RAY_ADDRESS` / `scaling.ray_address`, or start a local Ray sized for the workers and one spare CPU.
 
     Console output is set up in `cluster.ray_logging`: worker prints shown once on any cluster; on a local one,
     no State-API polling warnings and Ray Data's per-epoch lines in its log file only.
@@ -347,7 +416,7 @@ def _ensure_ray(scaling: ScalingSpec, tracking_uri: str | None) -> None:
     if address:
         ray.init(address=address, runtime_env={"env_vars": env})
     else:
-        # One logical CPU beyond the workers' share, for Ray Data's read tasks.
+        # One logical CPU beyond the workers' share, for the Train controller and any Ray tasks beside them.
         num_cpus = max(2, math.ceil(scaling.num_workers * scaling.cpus_per_worker) + 1)
         # Ray renices its workers to 15 by default; in a local training job the workers *are* the job, and at
         # nice 15 every idle-time blip of the driver, the Prefect server or the raylet preempts them (measured:
@@ -367,7 +436,8 @@ def latest_checkpoint_on_disk(run_dir: Path) -> Path | None:
     Ray registers a reported checkpoint in its run snapshot only once the controller has collected every
     rank's report; a crash in that window (seconds) leaves the checkpoint on disk but not in the snapshot,
     and a rerun would start from step 0. A checkpoint is complete when its state, weights and run metadata
-    are all there (Ray uploads the folder before the report returns).
+    are all there, and, when the metadata records a `world_size` (pretraining), every rank's `rank_<r>.pt`:
+    each rank uploads its own files before its report returns, so a crash can leave some ranks' missing.
     """
     best: tuple[int, Path] | None = None
     for d in run_dir.glob("checkpoint_*"):
@@ -376,7 +446,10 @@ def latest_checkpoint_on_disk(run_dir: Path) -> Path | None:
             continue
         try:
             step = int(json.loads(state.read_text())["step"])
+            world = int(json.loads((d / _RUN_META).read_text()).get("world_size", 0))
         except (ValueError, KeyError, json.JSONDecodeError):
+            continue
+        if not all((d / _rank_file(r)).is_file() for r in range(world)):
             continue
         if best is None or step > best[0]:
             best = (step, d)
@@ -511,7 +584,7 @@ def _finetune_worker(config: dict[str, Any]) -> None:
     resume, meta = None, {"invocation": config["invocation"], "resumed_from_step": None}
     with _newest_checkpoint(ray.train.get_checkpoint(), Path(config["run_dir"])) as d:
         if d is not None:
-            resume = load_checkpoint(d)
+            resume = _load_rank_checkpoint(Path(d), rank)  # this rank's own RNG (dropout) states
             saved = json.loads((Path(d) / _RUN_META).read_text())
     if resume is not None:
         step = resume["state"]["step"]
@@ -550,17 +623,19 @@ def _finetune_worker(config: dict[str, Any]) -> None:
                    "resumed_from_step": meta["resumed_from_step"], "restarted_from_step": meta.get("restarted_from_step"),
                    "first_step_at": first_step_at.get("t")}
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
+            # Every rank's own RNG states (the data order is a function of seed, epoch and step on every rank, so
+            # it needs no position); Ray merges all ranks' folders into one checkpoint.
+            torch.save({"rng": state_dicts["rng"]}, Path(tmp) / _rank_file(rank))
             if rank == 0:
                 save_checkpoint_state(tmp, state_dicts)
-                (Path(tmp) / _RUN_META).write_text(json.dumps(meta))
+                (Path(tmp) / _RUN_META).write_text(json.dumps({**meta, "world_size": world}))
                 if final:
                     raw.save_pretrained(Path(tmp) / _HF_SUBDIR)
                     preds = {name: predict(raw, split, spec.eval_batch_size, device, regression=regression,
                                            autocast_dtype=amp).tolist() for name, split in evals.items()}
                     (Path(tmp) / PREDICTIONS_FILE).write_text(json.dumps(preds))
-                ckpt = Checkpoint.from_directory(tmp)
-            ray.train.report({k: v for k, v in metrics.items() if v is not None}, checkpoint=ckpt)
+            ray.train.report({k: v for k, v in metrics.items() if v is not None},
+                             checkpoint=Checkpoint.from_directory(tmp))
         checkpointed["any"] = True
 
     finetune(model, train, spec, device, regression=regression, resume=resume, on_step=on_step,

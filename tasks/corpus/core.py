@@ -3,6 +3,14 @@
 Dedup runs over all units at once (all sources), reading only the small dedup columns (`id`,
 `source`, `exact_key`, `minhash`, `n_bytes`), never the text. Its decisions depend only on the
 documents, so the corpus is the same for any worker count.
+
+Ids must be unique across the whole corpus (every source, wiki and folder): `removed.parquet` maps
+an id to its survivor, and shards are keyed by id. Dedup checks this while it reads the ids (one set of
+the id strings it already holds) and raises `DuplicateDocumentId`, naming the id and both inputs, before
+anything is written: two different documents under one id is a spec or reader problem, never a duplicate
+to drop. The one exception is the same document read twice (same id, same text: two overlapping slices of
+one crawl file, one book listed under two patterns): that is a true exact duplicate, and exact dedup keeps
+its first copy (`removed.parquet` then maps the id to itself).
 """
 
 from __future__ import annotations
@@ -29,6 +37,10 @@ REMOVED_SCHEMA = pa.schema(
         pa.field("survivor_id", pa.string(), nullable=False),
     ]
 )
+
+
+class DuplicateDocumentId(ValueError):
+    """Two kept documents share an id; the message names the id and the input of each."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +73,11 @@ def deduplicate_units(results: Sequence[UnitResult], spec: DedupSpec, work_dir: 
     langs: list[str | None] = []
     sigs: list[np.ndarray] = []
     locations: list[tuple[str, int, int]] = []
+    rows_per_unit: list[int] = []
     for result in ordered:
         fs, path = url_to_fs(result.path)
         table = pq.read_table(path, columns=["id", "source", "lang", "exact_key", "minhash", "n_bytes"], filesystem=fs)
+        rows_per_unit.append(table.num_rows)
         ids.extend(table["id"].to_pylist())
         sources.extend(table["source"].to_pylist())
         keys.extend(table["exact_key"].to_pylist())
@@ -71,6 +85,7 @@ def deduplicate_units(results: Sequence[UnitResult], spec: DedupSpec, work_dir: 
         minhash = table["minhash"].combine_chunks()
         sigs.append(minhash.values.to_numpy().reshape(len(minhash), minhash.type.list_size))
         locations.extend((result.path, row, n) for row, n in enumerate(table["n_bytes"].to_pylist()))
+    check_unique_ids(ids, ordered, rows_per_unit, keys)
     num_perm = spec.minhash.num_perm
     signatures = np.concatenate(sigs) if sigs else np.zeros((0, num_perm), np.uint32)
     exact = ExactJaccard(lambda rows: _load_texts(locations, rows), spec.minhash.ngram)
@@ -108,6 +123,33 @@ def deduplicate_units(results: Sequence[UnitResult], spec: DedupSpec, work_dir: 
         kept_by_source=dict(sorted(Counter(sources[i] for i in survivors).items())),
         kept_languages=dict(Counter(langs[i] or "unknown" for i in survivors).most_common()),
     )
+
+
+def check_unique_ids(ids: Sequence[str], units: Sequence[UnitResult], rows_per_unit: Sequence[int],
+                     exact_keys: Sequence[bytes]) -> None:
+    """Raise `DuplicateDocumentId` for the first id held by two different documents (`exact_keys` differ);
+    `ids` are the rows of `units` in order. The same id with the same text is one document read twice: allowed.
+
+    O(n): one set over `ids` (it references the strings already held: a few tens of bytes per id); the
+    slower pass that finds both rows runs only when an id repeats.
+    """
+    if len(set(ids)) == len(ids):
+        return
+    ends = np.cumsum(rows_per_unit)
+    first_row: dict[str, int] = {}
+    for row, doc_id in enumerate(ids):
+        if doc_id in first_row and exact_keys[first_row[doc_id]] != exact_keys[row]:
+            a, b = (units[int(np.searchsorted(ends, r, side="right"))] for r in (first_row[doc_id], row))
+            raise DuplicateDocumentId(
+                f"document id {doc_id!r} is held by two different documents: {_describe(a)} and {_describe(b)}; "
+                "ids must be unique across sources (see the id scheme in the reader's module docstring)"
+            )
+        first_row.setdefault(doc_id, row)
+
+
+def _describe(unit: UnitResult) -> str:
+    """`source #i (kind) label <url>`: enough to find the input in the spec and on disk."""
+    return f"source #{unit.source_index} ({unit.kind}) {unit.label} <{unit.url}>"
 
 
 def _load_texts(locations: Sequence[tuple[str, int, int]], rows: np.ndarray) -> list[str]:

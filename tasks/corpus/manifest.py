@@ -3,6 +3,9 @@
 Counts reconcile by construction and are checked: documents in = kept + dropped + duplicates, where
 documents in counts every record the readers saw, including those read from a failed input before
 its error.
+
+`run_key` names what an assembly was built from; the flow reuses an earlier manifest and its shards
+only when the run key matches, so it covers each unit's outcome as well as its key.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from data_specs import fingerprint
 from tasks.corpus.core import DedupOutcome
 from tasks.units.core import UnitResult
 
@@ -22,6 +26,27 @@ MANIFEST_FORMAT = 1
 
 class ReconcileError(AssertionError):
     """The manifest's counts do not add up: a bug, never a data problem."""
+
+
+def unit_outcome(result: UnitResult) -> dict[str, Any]:
+    """What a unit contributed to the output: its key (or label when it failed before having one) and outcome."""
+    return {
+        "key": result.key or f"failed:{result.label}", "url": result.url, "range": [result.start, result.end],
+        "complete": result.complete, "error": result.error, "docs_in": result.docs_in, "kept": result.kept,
+        "text_bytes": result.text_bytes, "drops": dict(sorted(result.drops.items())),
+    }
+
+
+def run_key(spec_fingerprint: str, results: Sequence[UnitResult], problems: Sequence[tuple[str, str]]) -> str:
+    """Key of one assembly: the spec plus every unit's key *and outcome* plus the planning problems.
+
+    A unit's key is input content + spec, so it stays the same when the same input first fails (a cut
+    connection) and then reads whole; its outcome (error, counts) does not. Any changed outcome thus
+    changes the run key and rebuilds the shards and manifest instead of reusing stale ones. Execution
+    details (seconds, cached) are left out: a rerun that reuses every unit keeps the run key.
+    """
+    outcomes = sorted((unit_outcome(r) for r in results), key=lambda o: (o["key"], o["url"], str(o["range"])))
+    return fingerprint({"spec": spec_fingerprint, "units": outcomes, "problems": [list(p) for p in problems]})
 
 
 def build_manifest(

@@ -39,6 +39,10 @@ class PreflightError(ValueError):
     """The job cannot work as specified; the message lists each problem and its fix."""
 
 
+class ResumeMismatchError(PreflightError):
+    """An unfinished job's checkpoints were written with another worker count or batch layout than asked now."""
+
+
 def _read_json(url: str) -> dict[str, Any] | None:
     fs, path = url_to_fs(url)
     if not fs.exists(path):
@@ -121,6 +125,33 @@ def check(problems: list[str]) -> None:
     """Raise PreflightError listing every problem."""
     if problems:
         raise PreflightError("the pretrain spec cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def resume_mismatch(saved: dict[str, Any], *, num_workers: int, micro_batch_size: int, grad_accum: int) -> str | None:
+    """Why checkpoints written in the layout `saved` (world_size, micro_batch_size, grad_accum from the checkpoint
+    metadata) cannot be resumed with this one, and the fix; None when they can (or `saved` predates the layout).
+
+    A checkpoint holds each rank's data position (micro-batches consumed from that rank's stream) and RNG
+    states: with another worker count the ranks, their streams and their RNGs are different ones, and with
+    another micro_batch_size or grad_accum the position counts other batches. Refusing keeps the job intact:
+    rerun with the old values to resume it, or start a new job.
+    """
+    wrote = {k: saved.get(k) for k in ("world_size", "micro_batch_size", "grad_accum")}
+    if wrote["world_size"] is None:
+        return None
+    fixes = []
+    if wrote["world_size"] != num_workers:
+        fixes.append(f"set scaling.num_workers: {wrote['world_size']}")
+    for key, now in (("micro_batch_size", micro_batch_size), ("grad_accum", grad_accum)):
+        if wrote[key] != now:
+            fixes.append(f"set train.{key}: {wrote[key]}")
+    if not fixes:
+        return None
+    return (f"it was written by {wrote['world_size']} worker(s) with micro_batch_size {wrote['micro_batch_size']} "
+            f"and grad_accum {wrote['grad_accum']}, this run asks for {num_workers} worker(s) with "
+            f"{micro_batch_size} and {grad_accum}; each rank's data position and RNG state belong to the layout "
+            f"that wrote them. {' and '.join(fixes)} to resume, or rerun with --new-run to start a new job "
+            "(a new run_name when calling run_pretraining).")
 
 
 @dataclass

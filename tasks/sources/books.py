@@ -1,8 +1,20 @@
 """Books reader: one plain-text file = one Document, Project Gutenberg boilerplate stripped.
 
-Input: a .txt file (any compression, detected from content). Output: `Document(id="books/<file stem>")`
+Input: a .txt file (any compression, detected from content). Output: `Document(id="books/<path>")`
 with the title from the Gutenberg `Title:` line (else the file stem), or `Dropped('books/empty')` when
-nothing is left. The body is what lies between the header marker (`*** START OF THE/THIS PROJECT
+nothing is left.
+
+Ids: `<path>` is the file's path relative to the source's root, without its extensions
+(`books/pg1342`, `books/gutenberg/en/pg1342`), so same-named files in two folders get two ids. The
+root is the deepest folder that holds every path pattern of the source: a pattern's folder up to its
+first wildcard (`/data/books/*.txt` → `/data/books`), and for several patterns their common folder
+(`/data/a/*.txt` + `/data/b/*.txt` → `/data`; ids `books/a/...`, `books/b/...`). A flat folder thus
+keeps the plain `books/<file stem>`. Ids depend on the patterns, not on which files exist, and do not
+change when the data moves. Hosts and buckets count as leading folders (URL schemes do not); an
+http(s) URL's query is ignored. Two sources whose files have the same relative path produce the same
+id: the corpus step refuses that (`DuplicateDocumentId`); list both folders in one source instead.
+
+The body is what lies between the header marker (`*** START OF THE/THIS PROJECT
 GUTENBERG EBOOK ... ***`, or the old `*END*THE SMALL PRINT...*END*`) and the first footer marker
 (`*** END OF ...`, `End of the Project Gutenberg EBook ...`, `End of Project Gutenberg's ...`); a
 leading "Produced by ..." credit paragraph is dropped too. Files without markers are kept whole.
@@ -16,7 +28,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
 from data_specs.sources import BooksSource
@@ -47,8 +59,9 @@ def read_book(source: BooksSource, unit: WorkUnit) -> Iterator[Document | Droppe
     """Yield the book as one Document (or one Dropped when it is empty)."""
     with open_decompressed(unit.url) as (stream, _):
         data = stream.read()
-    stem = _stem(unit.url)
-    doc_id = f"{SOURCE}/{stem}"
+    native = book_path(source.paths, unit.url)
+    doc_id = f"{SOURCE}/{native}"
+    stem = native.rsplit("/", 1)[-1]
     text = decode_book(data)
     title = None
     if source.strip_boilerplate:
@@ -92,9 +105,45 @@ def strip_gutenberg(text: str) -> tuple[str, str | None]:
     return body.strip(), title
 
 
-def _stem(url: str) -> str:
-    path = urlsplit(url).path if "://" in url else url
-    name = os.path.basename(path)
+def book_path(patterns: Sequence[str], url: str) -> str:
+    """The native id of the book at `url`: its path below the common root of `patterns`, extensions removed."""
+    roots = [_pattern_root(p) for p in patterns]
+    base = roots[0] if roots else []
+    for root in roots[1:]:
+        n = 0
+        while n < min(len(base), len(root)) and base[n] == root[n]:
+            n += 1
+        base = base[:n]
+    parts = _components(url)
+    rel = parts[len(base) :] if parts[: len(base)] == base and len(parts) > len(base) else parts
+    return "/".join([*rel[:-1], _stem(rel[-1])])
+
+
+def _components(url: str) -> list[str]:
+    """The folders and file name of a path or URL (local paths made absolute, an http query dropped)."""
+    if "://" not in url:
+        path = os.path.abspath(url)
+    else:
+        scheme, _, rest = url.partition("://")
+        if scheme in ("http", "https"):
+            split = urlsplit(url)
+            path = split.netloc + "/" + split.path
+        else:
+            path = rest
+    return [c for c in path.split("/") if c]
+
+
+def _pattern_root(pattern: str) -> list[str]:
+    """The folders of a path pattern before its first wildcard (a plain file path: its folder)."""
+    parts = _components(pattern)
+    for n, part in enumerate(parts):
+        if any(c in part for c in "*?["):
+            return parts[:n]
+    return parts[:-1]
+
+
+def _stem(name: str) -> str:
+    """A file name without its compression and format extensions."""
     for ext in (".gz", ".bz2", ".xz", ".zst", ".zstd"):
         name = name.removesuffix(ext)
     return os.path.splitext(name)[0] or name

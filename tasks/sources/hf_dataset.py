@@ -1,10 +1,17 @@
 """Hugging Face dataset reader: `datasets.load_dataset(..., streaming=True)` rows to Documents.
 
 Input: a hub id or a builder name (json, parquet, csv, text) with `data_files` (local paths or URLs),
-config, split and revision. Output: `Document(id="hf_dataset/<name>/<split>/<id_field value or row
-index>")` per row with a non-empty `text_field`; `Dropped('hf_dataset/empty')` for a row without
-text. Streaming: rows are never all held in memory. Offline use (`HF_DATASETS_OFFLINE=1`) works for
-builder names with local data files.
+config, split and revision. Output: one `Document` per row with a non-empty `text_field`;
+`Dropped('hf_dataset/empty')` for a row without text.
+
+Ids: `hf_dataset/<name>/<split>/<row>` with no config and `hf_dataset/<name>:<config>/<split>/<row>`
+with one (`:` appears in neither hub ids nor builder names, so the two forms cannot meet), where
+`<row>` is the `id_field` value or the row index. Two configs or two splits of a dataset thus never
+share an id. Two sources of the same builder with different `data_files` and no `id_field` do (row 0
+of each): the corpus step refuses that (`DuplicateDocumentId`); set an `id_field` unique across them.
+
+Streaming: rows are never all held in memory. Offline use (`HF_DATASETS_OFFLINE=1`) works for builder
+names with local data files.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ def read_hf_dataset(source: HFDatasetSource, unit: WorkUnit) -> Iterator[Documen
     if source.data_files:
         kwargs["data_files"] = list(source.data_files)
     rows = datasets.load_dataset(source.name, source.config, **kwargs)
-    prefix = f"{SOURCE}/{source.name}/{source.split}"
+    prefix = id_prefix(source)
     for index, row in enumerate(rows):
         native = row.get(source.id_field) if source.id_field else index
         doc_id = f"{prefix}/{native if native is not None else index}"
@@ -46,3 +53,9 @@ def read_hf_dataset(source: HFDatasetSource, unit: WorkUnit) -> Iterator[Documen
             title=row.get("title") if isinstance(row.get("title"), str) else None,
             origin=unit.url,
         )
+
+
+def id_prefix(source: HFDatasetSource) -> str:
+    """The part of every row id that names the dataset, config and split (see the module docstring)."""
+    dataset = f"{source.name}:{source.config}" if source.config else source.name
+    return f"{SOURCE}/{dataset}/{source.split}"

@@ -1,8 +1,22 @@
 """Wikipedia reader: MediaWiki XML export (`pages-articles`, plain or multistream) to Documents.
 
 Input: a dump file, bz2 (multistream or not) / xz / gz / zstd / uncompressed, compression detected
-from content. Output: one `Document` per kept page (`wikipedia/<page id>`, title, revision timestamp,
-plain text), `Dropped` for redirects, other namespaces and malformed pages.
+from content. Output: one `Document` per kept page (id, title, revision timestamp, plain text),
+`Dropped` for redirects, other namespaces and malformed pages.
+
+Ids: `wikipedia/<wiki>/<page id>`, where `<wiki>` is the dump's `<dbname>` from siteinfo (`enwiki`,
+`dewiki`, `ltgwiki`): page ids are only unique within one wiki, so the wiki is part of the id. A dump
+without `<dbname>` (some older exports lack it) uses the host of its `<base>` URL instead
+(`wikipedia/de.wikipedia.org/<page id>`). A dump whose siteinfo is missing, unreadable or names neither
+is not read: `ReaderError` says why (the id of its pages, and which namespaces are files and
+categories, would be guesses).
+
+Siteinfo: the header at the start of the file (every unit of a split file reads it) gives the wiki's
+name, its article URL prefix and the localized names of the Media (-2), File (6) and Category (14)
+namespaces (`Datei`, `Kategorie`, `ファイル`, `Fails`, ...). Links into those namespaces are dropped
+under their localized names and under the canonical English ones (MediaWiki accepts both). Dumps do
+not list namespace aliases (German `Bild:` is a legacy alias of `Datei:`), so a prefixed link whose
+target ends in a media file extension (`[[Bild:x.jpg|thumb|caption]]`) counts as a file link too.
 
 Design, for robustness and streaming:
 - The decompressed byte stream is scanned for `<page>`...`</page>` blocks; each block is parsed on its
@@ -13,7 +27,7 @@ Design, for robustness and streaming:
   block magic `1AY&SY`, verified by decompressing). A unit reads past `end` only to finish its last page.
 - Wikitext to text, two interchangeable paths (`WikipediaSource.wikitext`):
   `fast` (default): one linear pass each for comments, refs and other invisible tags, `{{templates}}`
-  and `{| tables |}` (a brace stack), then `[[links]]` (display text kept; File/Image/Category and
+  and `{| tables |}` (a brace stack), then `[[links]]` (display text kept; file, category and
   interlanguage links dropped, namespace names read from the dump's siteinfo), external links,
   headings, lists and bold/italic. `mwparserfromhell`: parse the page, remove templates, refs, tables,
   file/category/interlanguage links, then `strip_code()`.
@@ -34,8 +48,8 @@ import bz2
 import html
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from urllib.parse import quote
+from collections.abc import Iterator, Set
+from urllib.parse import quote, urlsplit
 
 from data_specs.sources import WikipediaSource
 from tasks.common.documents import Document, Dropped
@@ -63,7 +77,10 @@ def splittable(url: str) -> bool:
 
 
 def read_wikipedia(source: WikipediaSource, unit: WorkUnit) -> Iterator[Document | Dropped]:
-    """Yield a Document per kept page and a Dropped per page seen and not kept."""
+    """Yield a Document per kept page and a Dropped per page seen and not kept.
+
+    Raises `ReaderError` before any page when the dump's siteinfo cannot be read (see the module docstring).
+    """
     site = _siteinfo(unit.url)
     converter = wikitext_to_text if source.wikitext == "fast" else wikitext_to_text_mwparserfromhell
     keep_ns = set(source.namespaces)
@@ -72,45 +89,76 @@ def read_wikipedia(source: WikipediaSource, unit: WorkUnit) -> Iterator[Document
         yield record
 
 
-class _Site:
-    """What the siteinfo header tells us: article URL prefix and the names of file/category namespaces."""
+_CANONICAL_DROP = frozenset({"file", "image", "media", "category"})  # English names every wiki accepts
+_DROP_NAMESPACES = ("-2", "6", "14")  # Media, File, Category
+_MEDIA_EXT = re.compile(
+    r"\.(?:jpe?g|png|gif|svg|tiff?|webp|xcf|bmp|ogg|oga|ogv|webm|mp3|mp4|wav|flac|mid|midi|pdf|djvu|stl)\s*$", re.I
+)
+_WIKI_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+SITEINFO_LIMIT = 1 << 20  # siteinfo is a few KB; a dump with none in its first MiB has none at all
 
-    def __init__(self, base: str | None, drop_prefixes: set[str]) -> None:
+
+def _ns_key(name: str) -> str:
+    """How MediaWiki compares namespace prefixes: case-insensitive, `_` and runs of spaces are one space."""
+    return " ".join(name.replace("_", " ").split()).lower()
+
+
+class _Site:
+    """What the siteinfo header tells us: the wiki's name, the article URL prefix, file/category namespaces."""
+
+    def __init__(self, wiki: str, base: str | None, drop_prefixes: Set[str]) -> None:
+        self.wiki = wiki
         self.article_prefix = base.rsplit("/", 1)[0] + "/" if base and "/" in base else None
         self.drop_prefixes = drop_prefixes
 
 
-_DEFAULT_DROP = {"file", "image", "media", "category"}
+def _siteinfo(url: str, limit: int = SITEINFO_LIMIT) -> _Site:
+    """Read the siteinfo header at the start of the dump (a few KB; the first bz2 stream in multistream).
 
-
-def _siteinfo(url: str, limit: int = 1 << 20) -> _Site:
-    """Read the siteinfo header at the start of the dump (a few KB; the first bz2 stream in multistream)."""
+    Raises `ReaderError` when the header cannot be read, is missing or malformed, or names no wiki.
+    """
     head = b""
     try:
         with open_decompressed(url) as (stream, _):
-            while len(head) < limit and b"</siteinfo>" not in head:
-                chunk = stream.read(64 << 10)
+            read = getattr(stream, "read1", stream.read)  # one raw read at a time, as in `_chunks`
+            while len(head) < limit and b"</siteinfo>" not in head and _PAGE_OPEN not in head:
+                chunk = read(64 << 10)
                 if not chunk:
                     break
                 head += chunk
-    except Exception:  # noqa: BLE001 - a broken head is reported by the page scan itself
-        pass
-    drop = set(_DEFAULT_DROP)
-    base = None
-    end = head.find(b"</siteinfo>")
-    if end >= 0:
-        text = head[: end + len(b"</siteinfo>")].decode("utf-8", errors="replace")
-        start = text.find("<siteinfo>")
-        try:
-            info = ET.fromstring(text[start:])
-        except ET.ParseError:
-            info = None
-        if info is not None:
-            base = _child_text(info, "base")
-            for ns in info.iter():
-                if _local(ns.tag) == "namespace" and ns.get("key") in ("-2", "6", "14") and ns.text:
-                    drop.add(ns.text.strip().lower())
-    return _Site(base, drop)
+    except Exception as exc:  # noqa: BLE001 - damage after a complete header is the page scan's to report
+        if b"</siteinfo>" not in head:
+            raise ReaderError(f"cannot read the dump's siteinfo header: {type(exc).__name__}: {exc}") from exc
+    return parse_siteinfo(head)
+
+
+def parse_siteinfo(head: bytes) -> _Site:
+    """The `_Site` of a dump from its first bytes (up to `</siteinfo>`); `ReaderError` when unusable."""
+    if not head.strip():
+        raise ReaderError("empty input: no siteinfo header and no pages")
+    start, end = head.find(b"<siteinfo>"), head.find(b"</siteinfo>")
+    page = head.find(_PAGE_OPEN)
+    if start < 0 or end < 0 or (0 <= page < end):
+        where = "before the first <page>" if page >= 0 else f"in the first {len(head)} bytes"
+        raise ReaderError(
+            f"no complete <siteinfo> header {where}: the wiki's name (part of every document id) and its "
+            "namespace names are unknown"
+        )
+    try:
+        info = ET.fromstring(head[start : end + len(b"</siteinfo>")].decode("utf-8", errors="replace"))
+    except ET.ParseError as exc:
+        raise ReaderError(f"malformed <siteinfo> header: {exc}") from exc
+    base = _child_text(info, "base")
+    wiki = (_child_text(info, "dbname") or "").strip()
+    if not wiki and base:
+        wiki = urlsplit(base.strip()).hostname or ""
+    if not _WIKI_NAME.fullmatch(wiki):
+        raise ReaderError(f"siteinfo names no usable wiki (<dbname> {wiki!r}, <base> {base!r}): ids would collide")
+    drop = set(_CANONICAL_DROP)
+    for ns in info.iter():
+        if _local(ns.tag) == "namespace" and ns.get("key") in _DROP_NAMESPACES and ns.text and ns.text.strip():
+            drop.add(_ns_key(ns.text))
+    return _Site(wiki, base.strip() if base else None, drop)
 
 
 def _page_blocks(unit: WorkUnit) -> Iterator[bytes]:
@@ -291,8 +339,8 @@ def _page_record(block: bytes, site: _Site, keep_ns: set[int], keep_redirects: b
             raise ValueError("page without <id> or <revision>")
     except (ET.ParseError, ValueError):
         m = _PAGE_ID.search(block)
-        return Dropped(f"{SOURCE}/{m.group(1).decode()}" if m else None, f"{SOURCE}/malformed_page")
-    doc_id = f"{SOURCE}/{page_id.strip()}"
+        return Dropped(f"{SOURCE}/{site.wiki}/{m.group(1).decode()}" if m else None, f"{SOURCE}/malformed_page")
+    doc_id = f"{SOURCE}/{site.wiki}/{page_id.strip()}"
     if ns not in keep_ns:
         return Dropped(doc_id, f"{SOURCE}/namespace")
     if not keep_redirects and any(_local(c.tag) == "redirect" for c in page):
@@ -340,7 +388,7 @@ _INTERLANG = re.compile(r"[a-z]{2,3}(?:-[a-z]{2,8})*")
 _BLANKS = re.compile(r"\n{3,}")
 
 
-def wikitext_to_text(text: str, drop_prefixes: set[str] = _DEFAULT_DROP) -> str:
+def wikitext_to_text(text: str, drop_prefixes: Set[str] = _CANONICAL_DROP) -> str:
     """Wikitext to plain text without a full parse (see the module docstring for what is kept)."""
     text = _COMMENT.sub("", text)
     text = _SELF_CLOSING.sub("", text)
@@ -391,7 +439,7 @@ def _strip_braces(text: str) -> str:
     return "".join(out)
 
 
-def _strip_links(text: str, drop_prefixes: set[str]) -> str:
+def _strip_links(text: str, drop_prefixes: Set[str]) -> str:
     """Replace `[[target|display]]` by its display text; drop file, category and interlanguage links."""
     if "[[" not in text:
         return text
@@ -414,14 +462,25 @@ def _strip_links(text: str, drop_prefixes: set[str]) -> str:
     return "".join(out)
 
 
-def _link_text(inner: str, drop_prefixes: set[str]) -> str:
+def dropped_link(target: str, drop_prefixes: Set[str]) -> bool:
+    """Whether `[[target|...]]` shows nothing: a file, category or interlanguage link.
+
+    A leading `:` makes a link inline (`[[:Category:X]]` shows text). `drop_prefixes` holds the wiki's
+    Media/File/Category namespace names as `_ns_key` keys; a prefixed target ending in a media file
+    extension is a file link under any alias.
+    """
+    target = target.strip()
+    if ":" not in target or target.startswith(":"):
+        return False
+    prefix = _ns_key(target.split(":", 1)[0])
+    return prefix in drop_prefixes or bool(_INTERLANG.fullmatch(prefix)) or bool(_MEDIA_EXT.search(target))
+
+
+def _link_text(inner: str, drop_prefixes: Set[str]) -> str:
     target, sep, display = inner.partition("|")
     target = target.strip()
-    inline = target.startswith(":")
-    if ":" in target and not inline:
-        prefix = target.split(":", 1)[0].strip().lower()
-        if prefix in drop_prefixes or _INTERLANG.fullmatch(prefix):
-            return ""
+    if dropped_link(target, drop_prefixes):
+        return ""
     if sep and display.strip():
         return _strip_links(display, drop_prefixes) if "[[" in display else display
     return target.lstrip(":").split("#", 1)[0] if not target.startswith("#") else target[1:]
@@ -431,7 +490,7 @@ def _link_text(inner: str, drop_prefixes: set[str]) -> str:
 # Wikitext to plain text: the full parser (slow, reference)
 
 
-def wikitext_to_text_mwparserfromhell(text: str, drop_prefixes: set[str] = _DEFAULT_DROP) -> str:
+def wikitext_to_text_mwparserfromhell(text: str, drop_prefixes: Set[str] = _CANONICAL_DROP) -> str:
     """The same conversion from mwparserfromhell's full parse tree (the slow reference path).
 
     Walks the tree once: templates, comments, refs, tables and file/category/interlanguage links emit
@@ -445,7 +504,7 @@ def wikitext_to_text_mwparserfromhell(text: str, drop_prefixes: set[str] = _DEFA
 _MWP_DROP_TAGS = set(_INVISIBLE.split("|")) | {"table"}
 
 
-def _mwp_walk(code, drop_prefixes: set[str]) -> Iterator[str]:  # noqa: ANN001, C901
+def _mwp_walk(code, drop_prefixes: Set[str]) -> Iterator[str]:  # noqa: ANN001, C901
     from mwparserfromhell import nodes
 
     for node in code.nodes:
@@ -462,10 +521,8 @@ def _mwp_walk(code, drop_prefixes: set[str]) -> Iterator[str]:  # noqa: ANN001, 
                 yield "\n"
         elif isinstance(node, nodes.Wikilink):
             target = str(node.title).strip()
-            if ":" in target and not target.startswith(":"):
-                prefix = target.split(":", 1)[0].strip().lower()
-                if prefix in drop_prefixes or _INTERLANG.fullmatch(prefix):
-                    continue
+            if dropped_link(target, drop_prefixes):
+                continue
             if node.text is not None and str(node.text).strip():
                 yield from _mwp_walk(node.text, drop_prefixes)
             else:

@@ -2,14 +2,24 @@
 
 A unit is one input file or one byte range of a large one. Its output is named by a key built from
 the input's content fingerprint and every spec section that shapes the output, so a rerun finds the
-unit file and its JSON summary (written last) and skips the work. A unit whose input is corrupt keeps
-every complete record read before the damage and reports the error; it is not cached, so a rerun
-tries it again.
+unit file and its JSON summary (written last) and skips the work.
+
+What may be reused: only a *complete* unit, one whose reader reached the end of its input without
+error. Its summary (`complete: true`) is the only one ever written, and `load_cached` accepts nothing
+else. The two ways a unit ends early:
+- `ReaderError` (the reader judged the input corrupt or truncated; the WARC reader also reports a
+  broken stream this way): the unit keeps every complete record read before the damage and reports
+  the error in its result (the manifest lists it as a failed input); no summary is written, so a rerun
+  reads it again, and the run key (which covers every unit's outcome) rebuilds the output if it changed.
+- Any other exception (MemoryError, a network error the reader did not classify, a bug in a reader):
+  nothing about the input is known, so the unit fails as a whole: its partial Parquet file is removed,
+  the exception propagates, and Prefect retries the task. A silently partial unit is never produced.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -20,13 +30,16 @@ from fsspec.core import url_to_fs
 
 from data_specs import CleanSpec, MinHashSpec, SourceSpec, canonical_json, fingerprint
 from tasks.clean.core import Cleaner
+from tasks.common import faults
 from tasks.common.documents import Document, Dropped, Record
 from tasks.dedup.core import MinHasher, exact_key
 from tasks.shards.core import AtomicParquetWriter, documents_to_columns, unit_schema, write_bytes_atomic
-from tasks.sources.core import WorkUnit, read_unit, unit_content_fingerprint
+from tasks.sources.books import book_path
+from tasks.sources.core import ReaderError, WorkUnit, read_unit, unit_content_fingerprint
 
-# Bump when a change in this code changes unit outputs for the same inputs and spec.
-UNIT_FORMAT_VERSION = 1
+# Bump when a change in this code (or in a reader) changes unit outputs for the same inputs and spec.
+# 2: readers' document ids changed; summaries say whether the unit is complete.
+UNIT_FORMAT_VERSION = 2
 
 BATCH_DOCS = 256
 
@@ -48,6 +61,7 @@ class UnitResult:
     text_bytes: int = 0
     drops: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    complete: bool = False  # the reader reached the end of the input without error: the only reusable state
     seconds: float = 0.0
     cached: bool = False
 
@@ -64,7 +78,8 @@ def unit_key(source: SourceSpec, unit: WorkUnit, content: str, clean: CleanSpec,
             "format": UNIT_FORMAT_VERSION,
             "content": content,
             "range": [unit.start, unit.end],
-            "url": unit.url.rsplit("/", 1)[-1],
+            # Book ids are the path below the source's root: two copies in two folders are two units.
+            "url": book_path(source.paths, unit.url) if source.kind == "books" else unit.url.rsplit("/", 1)[-1],
             "source": source_part,
             "clean": clean.model_dump(mode="json"),
             "minhash": minhash.model_dump(mode="json", include={"ngram", "num_perm", "seed"}),
@@ -78,30 +93,49 @@ def _exists(path: str) -> bool:
     return fs.exists(p)
 
 
+def is_reusable(result: UnitResult) -> bool:
+    """A unit may be reused by a rerun only if it is complete and error-free."""
+    return result.complete and result.error is None
+
+
 def load_cached(summary_path: str) -> UnitResult | None:
-    """The finished unit's summary if its files are there, else None."""
+    """The complete unit's summary if it and its Parquet file are there, else None."""
     if not _exists(summary_path):
         return None
     fs, p = url_to_fs(summary_path)
     with fs.open(p, "r") as f:
         result = UnitResult.from_json(json.load(f))
-    if result.error is not None or not _exists(result.path):
+    if not is_reusable(result) or not _exists(result.path):
         return None
     result.cached = True
     return result
 
 
+def _record_fault_armed() -> bool:
+    """Whether the fault suite targets `curate.record` (read once per unit, never per record)."""
+    return "curate.record" in os.environ.get(faults.ENV, "")
+
+
 def _count_records(records: Iterable[Record], result: UnitResult, stats: Counter[str]) -> Iterator[Document]:
-    """Count every record in, count reader drops, and turn a reader failure into `result.error`."""
+    """Count every record in and the reader's drops; mark the unit complete when the reader ends cleanly.
+
+    A `ReaderError` becomes `result.error` (the records before it are kept). Every other exception
+    propagates and fails the unit (see the module docstring).
+    """
+    armed = _record_fault_armed()
     try:
         for record in records:
+            if armed:  # detail "<label>#<records so far>": a test can fail a unit mid-stream
+                faults.fault_point("curate.record", f"{result.label}#{result.docs_in}")
             result.docs_in += 1
             if isinstance(record, Dropped):
                 stats[record.reason] += 1
             else:
                 yield record
-    except Exception as exc:  # noqa: BLE001 - the failure is recorded; complete records are kept
+    except ReaderError as exc:
         result.error = f"{type(exc).__name__}: {exc}"
+        return
+    result.complete = True
 
 
 def _batches(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
@@ -124,7 +158,11 @@ def process_unit(
     row_group_rows: int = 1024,
     compression_level: int = 3,
 ) -> UnitResult:
-    """Read, clean and sign one unit into `work_dir/units/<key>.parquet`; skip it if already done."""
+    """Read, clean and sign one unit into `work_dir/units/<key>.parquet`; skip it if already complete.
+
+    Returns the unit's summary; a unit cut short by a `ReaderError` returns with `error` set. Raises on any
+    other exception, having written nothing for this attempt.
+    """
     started = time.perf_counter()
     content = unit_content_fingerprint(source, unit)
     key = unit_key(source, unit, content, clean, minhash)
@@ -160,6 +198,8 @@ def process_unit(
         raise
     result.drops = dict(sorted(stats.items()))
     result.seconds = round(time.perf_counter() - started, 3)
-    # The summary is written last: its presence means the unit is finished.
-    write_bytes_atomic(f"{base}.json", canonical_json(asdict(result)).encode("utf-8"))
+    if is_reusable(result):
+        # The summary is written last, and only for a complete unit: its presence means "reuse me".
+        write_bytes_atomic(f"{base}.json", canonical_json(asdict(result)).encode("utf-8"))
+        faults.fault_point("curate.unit_written", unit.label)
     return result

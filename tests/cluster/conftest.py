@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """2 logical CPUs (this box's cores); workers take 0.5 CPU each so Ray Data keeps one for its reads."""
+    """2 logical CPUs (this box's cores); training workers take 0.5 CPU each."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     import ray
     import ray.data

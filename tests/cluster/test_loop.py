@@ -29,6 +29,15 @@ def _batches(kind: str, n: int, batch: int = 8, seed: int = 1):
     return list(rows.split(batch))
 
 
+def _stream(batches, opened=None):
+    """A `train_batches` factory over a list: the stream from the k-th batch on; `opened` records each k."""
+    def open_at(k):
+        if opened is not None:
+            opened.append(k)
+        return iter(batches[k:])
+    return open_at
+
+
 def _model(kind: str):
     torch.manual_seed(0)
     return build_model(ModelSpec(kind=kind, preset="tiny"), VOCAB, SEQ_LEN, SPECIAL[kind])
@@ -113,8 +122,8 @@ def test_loss_falls_on_cpu(kind):
     spec = TrainSpec(max_steps=30, micro_batch_size=8, grad_accum=2, lr=3e-3, min_lr=3e-4, warmup_steps=5,
                      eval_every=10, eval_batches=2, checkpoint_every=100)
     steps, evals, ckpts = [], [], []
-    state = train(_model(kind), iter(_batches(kind, 60)), lambda: iter(_batches(kind, 2, seed=9)), spec, kind,
-                  SPECIAL[kind], VOCAB, "cpu", on_step=steps.append, on_eval=evals.append,
+    state = train(_model(kind), _stream(_batches(kind, 60)), lambda: iter(_batches(kind, 2, seed=9)), spec,
+                  kind, SPECIAL[kind], VOCAB, "cpu", on_step=steps.append, on_eval=evals.append,
                   on_checkpoint=lambda s, d: ckpts.append(s.step))
     assert state.step == 30 and state.batches_consumed == 60 and state.tokens_seen == 60 * 8 * SEQ_LEN
     assert [e["step"] for e in evals] == [0, 10, 20, 30] and ckpts == [30]  # step 0 baseline, every 10, end
@@ -141,7 +150,7 @@ def test_checkpoint_resume_reproduces_losses(kind, tmp_path):
             save_checkpoint(tmp_path / "ckpt", dicts)
             saved["copy"] = copy.deepcopy(dicts)
 
-    full = train(_model(kind), iter(data), val, spec, kind, SPECIAL[kind], VOCAB, "cpu",
+    full = train(_model(kind), _stream(data), val, spec, kind, SPECIAL[kind], VOCAB, "cpu",
                  on_step=lambda m: losses.append(m["loss"]), on_checkpoint=keep)
     assert full.step == 12
 
@@ -150,8 +159,12 @@ def test_checkpoint_resume_reproduces_losses(kind, tmp_path):
     fresh = build_model(ModelSpec(kind=kind, preset="tiny"), VOCAB, SEQ_LEN, SPECIAL[kind])
     ckpt = load_checkpoint(tmp_path / "ckpt")
     assert ckpt["train_state"]["step"] == 6 and ckpt["train_state"]["batches_consumed"] == 12
-    resumed = train(fresh, iter(data), val, spec, kind, SPECIAL[kind], VOCAB, "cpu", resume=ckpt,
-                    on_step=lambda m: resumed_losses.append(m["loss"]))
+    opened, batch_steps = [], []
+    resumed = train(fresh, _stream(data, opened), val, spec, kind, SPECIAL[kind], VOCAB, "cpu", resume=ckpt,
+                    on_step=lambda m: resumed_losses.append(m["loss"]),
+                    on_batch=lambda step, inputs: batch_steps.append(step))
+    assert opened == [12]  # the stream was opened at the saved position: no consumed batch was read again
+    assert batch_steps == [s for s in range(7, 13) for _ in range(2)]  # grad_accum micro-batches per step
     assert resumed.step == 12 and resumed.batches_consumed == 24
     assert resumed_losses == pytest.approx(losses[6:], rel=1e-5, abs=1e-6)
     assert resumed.last_val_loss == pytest.approx(full.last_val_loss, rel=1e-5)
@@ -161,7 +174,7 @@ def test_checkpoint_resume_reproduces_losses(kind, tmp_path):
 def test_stream_too_short_is_an_error():
     spec = TrainSpec(max_steps=5, warmup_steps=1, eval_batches=1)
     with pytest.raises(RuntimeError, match="ran out"):
-        train(_model("gpt"), iter(_batches("gpt", 3)), lambda: iter(_batches("gpt", 1)), spec, "gpt",
+        train(_model("gpt"), _stream(_batches("gpt", 3)), lambda: iter(_batches("gpt", 1)), spec, "gpt",
               GPT_SPECIAL, VOCAB, "cpu")
 
 
@@ -177,7 +190,7 @@ def test_ddp_all_reduces_once_per_step(tmp_path, monkeypatch):
         monkeypatch.setattr(DDP, "no_sync", lambda self: (entered.append(1), original(self))[1])
         model = DDP(_model("gpt"))
         spec = TrainSpec(max_steps=4, grad_accum=3, warmup_steps=1, eval_every=100, eval_batches=1)
-        state = train(model, iter(_batches("gpt", 12)), lambda: iter(_batches("gpt", 1)), spec, "gpt",
+        state = train(model, _stream(_batches("gpt", 12)), lambda: iter(_batches("gpt", 1)), spec, "gpt",
                       GPT_SPECIAL, VOCAB, "cpu", is_ddp=True)
         assert state.step == 4 and len(entered) == 4 * 2
     finally:

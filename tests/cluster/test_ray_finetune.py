@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from ray.train import TrainingFailedError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -44,6 +45,10 @@ def test_two_workers_recover_from_a_dead_worker(ray_local, base, tmp_path):
     out = _run(base, tmp_path, spec, scaling, "ft-run", fail_once_at_step=6)
     assert (tmp_path / "runs" / "ft-run" / ".failed_once_at_6").exists()  # a worker did die at step 6
     assert out.restarted_from_step == 4 and out.resumed_from_step is None  # the group restarted from step 4
+    # Each rank saved its own dropout RNG (a restart used to give rank 1 rank 0's stream).
+    for ckpt in (d for d in (tmp_path / "runs" / "ft-run").glob("checkpoint_*") if d.is_dir()):
+        states = [torch.load(ckpt / f"rank_{r}.pt", weights_only=True)["rng"]["torch"] for r in (0, 1)]
+        assert not torch.equal(states[0], states[1]), ckpt
     assert out.final_step == schedule(40, spec)[1] == 20
     assert out.metrics["examples_seen"] == 40 * 4
     preds = out.predictions["validation"]

@@ -64,7 +64,8 @@ def test_bert_worker_failure_recovers(ray_local, tmp_path):
                           scaling=TWO_WORKERS, run_name="bert-run", storage_path=str(tmp_path / "runs"),
                           fail_once_at_step=6)
     assert (tmp_path / "runs" / "bert-run" / ".failed_once_at_6").exists()  # the worker did die once
-    assert out.final_step == 12 and out.resumed_from_step is None  # a restart inside one invocation
+    assert out.restarted_from_step == 4  # the group restarted from the step-4 checkpoint, inside this invocation
+    assert out.final_step == 12 and out.resumed_from_step is None
     assert out.metrics["val_loss"] < 0.8 * out.metrics["first_val_loss"], out.metrics
     model = AutoModelForMaskedLM.from_pretrained(out.model_dir)
     tok = AutoTokenizer.from_pretrained(out.model_dir)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pyarrow.parquet as pq
 import pytest
 
 from data_specs import load_curate_spec
 from flows.curate import curate
-from tests.flows.helpers import sample_sources, shard_digests, write_spec
+from tests.flows.helpers import shard_digests, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +82,29 @@ def test_data_card_written(first_run):
 
 def test_rerun_skips_finished_work_and_is_byte_identical(first_run):
     root, spec, manifest = first_run
-    before = shard_digests(root / "out")
-    unit_files = sorted((root / "out" / "_work" / "units").glob("*.json"))
+    out = root / "out"
+    before = shard_digests(out)
+    unit_files = sorted((out / "_work" / "units").glob("*.json"))
+    assert len(unit_files) == len(manifest["inputs"])  # every unit finished and left its summary
     mtimes = [p.stat().st_mtime_ns for p in unit_files]
-    again = curate(str(spec))
-    assert shard_digests(root / "out") == before
+    manifest_mtime = (out / "manifest.json").stat().st_mtime_ns
+
+    same = curate(str(spec))  # nothing changed: the run key matches, nothing is written
+    assert same["run_key"] == manifest["run_key"]
+    assert (out / "manifest.json").stat().st_mtime_ns == manifest_mtime
+
+    for shard in (out / "data").glob("*.parquet"):
+        shard.unlink()
+    (out / "manifest.json").unlink()
+    orphans = [out / "data" / "shard-00000-of-00002.parquet.tmp-0badf00d", out / "_work" / "units" / "k.json.tmp-1"]
+    for orphan in orphans:  # what a killed run leaves: only a run holding the lock may clear them
+        orphan.write_bytes(b"half written")
+    again = curate(str(spec))  # assembled again, from the cached units only
+    assert shard_digests(out) == before
+    assert not any(p.exists() for p in orphans)
     assert [p.stat().st_mtime_ns for p in unit_files] == mtimes  # no unit was redone
     assert again["counts"] == manifest["counts"] and again["shards"] == manifest["shards"]
+    assert again["run_key"] == manifest["run_key"]
 
 
 def test_one_worker_and_two_workers_give_identical_shards(first_run, tmp_path, monkeypatch):

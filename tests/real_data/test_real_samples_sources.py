@@ -61,7 +61,7 @@ def test_enwiki():
     assert error is None
     assert counts == {"documents": 106, "wikipedia/redirect": 99, "wikipedia/namespace": 1}
     assert sum(counts.values()) == 206
-    autism = next(d for d in docs if d.id == "wikipedia/25")
+    autism = next(d for d in docs if d.id == "wikipedia/enwiki/25")
     assert autism.title == "Autism" and autism.date == "2016-04-25T11:26:03Z"
     assert "{{" not in autism.text and "<ref" not in autism.text and "Category:" not in autism.text
     assert time.perf_counter() - start < 10

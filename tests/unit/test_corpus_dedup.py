@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
 from data_specs import DedupSpec
 from tasks.common.documents import Document
-from tasks.corpus.core import deduplicate_units
+from tasks.corpus.core import DuplicateDocumentId, deduplicate_units
 from tasks.dedup.core import MinHasher, exact_key
 from tasks.dedup.synthetic import jaccard, plant_variant, random_doc
 from tasks.shards.core import AtomicParquetWriter, documents_to_columns, unit_schema
@@ -46,3 +48,34 @@ def test_ambiguous_pairs_are_settled_by_the_text(tmp_path):
         if jaccard(texts[0], text, spec.minhash.ngram) >= spec.minhash.threshold:
             assert where not in kept_rows, (i, jaccard(texts[0], text, spec.minhash.ngram))
     assert (units[0].path, 0) in kept_rows  # the base (smallest id) survives
+
+
+def test_duplicate_id_names_both_inputs(tmp_path):
+    # Before: nothing checked, and removed.parquet's id -> survivor map became ambiguous.
+    spec = DedupSpec()
+    rng = np.random.default_rng(5)
+    texts = [" ".join(random_doc(rng, 200)) for _ in range(3)]
+    a = [Document(id=f"wikipedia/{i}", text=t, source="wikipedia", origin="x") for i, t in enumerate(texts[:2])]
+    b = [Document(id="wikipedia/1", text=texts[2], source="wikipedia", origin="y")]
+    units = [_unit(tmp_path, "first-dump.xml", a, spec), _unit(tmp_path, "second-dump.xml", b, spec)]
+    with pytest.raises(DuplicateDocumentId, match=r"'wikipedia/1'.*first-dump\.xml.*second-dump\.xml"):
+        deduplicate_units(units, spec, str(tmp_path / "work"))
+    b[0].id = "wikipedia/2"
+    units[1] = _unit(tmp_path, "second-dump.xml", b, spec)
+    assert len(deduplicate_units(units, spec, str(tmp_path / "work")).kept_rows) == 3
+
+
+def test_the_same_document_read_twice_is_an_exact_duplicate_not_a_collision(tmp_path):
+    """Two overlapping slices of one crawl file hold the same record: one id, one text. Kept once, the later copy
+    removed as an exact duplicate of itself; the error is only for two *different* documents under one id."""
+    spec = DedupSpec()
+    rng = np.random.default_rng(7)
+    texts = [" ".join(random_doc(rng, 200)) for _ in range(2)]
+    first = [Document(id=f"common_crawl/r{i}", text=t, source="common_crawl", origin="x") for i, t in enumerate(texts)]
+    again = [Document(id="common_crawl/r1", text=texts[1], source="common_crawl", origin="y")]
+    units = [_unit(tmp_path, "head.wet.gz", first, spec), _unit(tmp_path, "slice.wet.gz", again, spec)]
+    outcome = deduplicate_units(units, spec, str(tmp_path / "work"))
+    assert [(p, r) for p, r, _ in outcome.kept_rows] == [(units[0].path, 0), (units[0].path, 1)]
+    assert outcome.removed == {"dedup/exact": 1}
+    assert pq.read_table(outcome.removed_path).to_pylist() == [
+        {"id": "common_crawl/r1", "reason": "dedup/exact", "survivor_id": "common_crawl/r1"}]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import time
 from pathlib import Path
 
 from data_specs.sources import BooksSource
 from tasks.common.documents import Document, Dropped
-from tasks.sources.books import strip_gutenberg
+from tasks.sources.books import book_path, strip_gutenberg
 from tasks.sources.core import plan_units, read_unit
 
 BOOKS = Path(__file__).resolve().parents[1] / "fixtures" / "sample_corpus" / "books"
@@ -65,3 +66,21 @@ def test_20mb_book(tmp_path):
     (doc,) = read_all([tmp_path / "big.txt"])
     assert len(doc.text) > 19_000_000 and "END OF" not in doc.text[-200:]
     assert time.perf_counter() - start < 10
+
+
+def test_ids_are_paths_below_the_source_root(tmp_path):
+    # Before: `books/<file stem>`, so a.txt in two folders of one source were both `books/a`.
+    for folder in ("f1", "f2", "f2/deep"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "a.txt.gz").write_bytes(gzip.compress(f"Book in {folder}.".encode()))
+    two_folders = read_all([tmp_path / "f1" / "*.gz", tmp_path / "f2" / "**" / "*.gz"])
+    assert [r.id for r in two_folders] == ["books/f1/a", "books/f2/a", "books/f2/deep/a"]
+    assert two_folders[0].title == "a" and two_folders[0].text == "Book in f1."
+    assert [r.id for r in read_all([tmp_path / "f1" / "a.txt.gz"])] == ["books/a"]  # a file: its folder is the root
+    assert [r.id for r in read_all([tmp_path / "*" / "*.gz"])] == ["books/f1/a", "books/f2/a"]
+
+
+def test_book_path_for_urls():
+    assert book_path(["s3://bucket/pg/*.txt"], "s3://bucket/pg/en/1342.txt") == "en/1342"
+    assert book_path(["https://h.org/b/1.txt?x=1", "https://h.org/c/*.txt"], "https://h.org/b/1.txt?x=1") == "b/1"
+    assert book_path(["https://a.org/1.txt", "https://b.org/1.txt"], "https://b.org/1.txt") == "b.org/1"

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import pytest
 
 from data_specs.sources import CommonCrawlSource
 from tasks.common.documents import Document, Dropped
-from tasks.sources.common_crawl import decode_html
+from tasks.sources.common_crawl import (
+    RECORD_HEADROOM,
+    dechunk,
+    decode_html,
+    decode_http_payload,
+    inflate_bounded,
+    iter_warc_records,
+)
 from tasks.sources.core import ReaderError, WorkUnit, plan_units, read_unit
 
 CC = Path(__file__).resolve().parents[1] / "fixtures" / "sample_corpus" / "cc"
@@ -114,4 +122,92 @@ def test_not_a_warc(tmp_path):
     path = tmp_path / "x.warc"
     path.write_bytes(b"hello world\n")
     with pytest.raises(ReaderError, match="not a WARC record"):
+        read_all(spec(path))
+
+
+PAGE = ("<html><head><title>Garden</title></head><body><p>"
+        + "A quiet garden by the river keeps its roses through the long and windy autumn. " * 4
+        + "</p></body></html>").encode()
+
+
+def chunked(data: bytes, size: int = 50, ext: bytes = b"") -> bytes:
+    parts = [b"%x%s\r\n%s\r\n" % (len(data[i : i + size]), ext, data[i : i + size]) for i in range(0, len(data), size)]
+    return b"".join(parts) + b"0\r\nX-Trailer: t\r\n\r\n"
+
+
+def http_response(rid: str, body: bytes, headers: str = "") -> bytes:
+    http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n" + headers.encode() + b"\r\n" + body
+    extra = f"WARC-Target-URI: http://x.org/{rid}\r\nContent-Type: application/http; msgtype=response\r\n"
+    return warc_record("response", rid, http, extra)
+
+
+def deflate_raw(data: bytes) -> bytes:
+    comp = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return comp.compress(data) + comp.flush()
+
+
+def test_http_payload_faults_each_have_a_reason(tmp_path):
+    # Before: a broken gzip/deflate body and malformed chunking went on as raw bytes, br was kept as
+    # text, and a bomb was decompressed whole before the size check.
+    gz = gzip.compress(PAGE, mtime=0)
+    cases = {
+        "gzip-chunked": (chunked(gz), "Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", None),
+        "deflate-raw": (deflate_raw(PAGE), "Content-Encoding: deflate\r\n", None),
+        "deflate-zlib": (zlib.compress(PAGE), "Content-Encoding: Deflate\r\n", None),
+        "identity-ext": (chunked(PAGE, 7, b";x=1").replace(b"\r\n", b"\n"), "Transfer-Encoding: chunked\r\n", None),
+        "gzip-cut": (gz[:-30], "Content-Encoding: gzip\r\n", "bad_content_encoding"),
+        "gzip-not": (PAGE, "Content-Encoding: x-gzip\r\n", "bad_content_encoding"),
+        "chunk-cut": (chunked(PAGE)[:-60], "Transfer-Encoding: chunked\r\n", "bad_chunking"),
+        "chunk-not": (PAGE, "Transfer-Encoding: chunked\r\n", "bad_chunking"),
+        "chunk-short": (b"ff\r\n" + PAGE[:100] + b"\r\n0\r\n\r\n", "Transfer-Encoding: chunked\r\n", "bad_chunking"),
+        "brotli": (PAGE, "Content-Encoding: br\r\n", "unsupported_content_encoding"),
+        "garbage": (PAGE, "Content-Encoding: utf-8\r\n", "unsupported_content_encoding"),
+        "bomb": (gzip.compress(b"<p>" + b"\0" * 3_000_000), "Content-Encoding: gzip\r\n", "html_too_large"),
+        "huge-record": (PAGE + b" " * (RECORD_HEADROOM + 200_000), "", "record_too_large"),
+    }
+    path = tmp_path / "faults.warc.gz"
+    path.write_bytes(gzip.compress(b"".join(http_response(rid, body, h) for rid, (body, h, _) in cases.items())))
+    got = {r.id.removeprefix("common_crawl/"): r for r in read_all(spec(path, max_html_bytes=100_000))}
+    assert set(got) == set(cases)
+    for rid, (_, _, reason) in cases.items():
+        if reason is None:
+            assert isinstance(got[rid], Document) and got[rid].text.startswith("A quiet garden"), rid
+        else:
+            assert got[rid] == Dropped(f"common_crawl/{rid}", f"common_crawl/{reason}"), rid
+
+
+def test_decompression_is_bounded():
+    bomb = gzip.compress(b"\0" * 10_000_000)
+    assert len(inflate_bounded(bomb, 32 + zlib.MAX_WBITS, 1001)) == 1001
+    assert decode_http_payload({"content-encoding": "gzip"}, bomb, 1000) == (b"", "html_too_large")
+    assert decode_http_payload({"content-encoding": "gzip"}, gzip.compress(b"x" * 1000), 1000) == (b"x" * 1000, None)
+    assert decode_http_payload({"content-encoding": "gzip"}, b"", 1000) == (b"", None)  # empty: nothing to decode
+    with pytest.raises(zlib.error):
+        inflate_bounded(zlib.compress(b"abc" * 100)[:-5], zlib.MAX_WBITS, 10_000)
+
+
+def test_dechunk():
+    assert dechunk(b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n") == b"abcde"
+    assert dechunk(b"3\nabc\n0\n") == b"abc"
+    for bad in (b"", b"3\r\nabc\r\n", b"3\r\nabcX\r\n0\r\n\r\n", b"0x3\r\nabc\r\n0\r\n", b"-1\r\n", b"zz\r\n"):
+        assert dechunk(bad) is None, bad
+
+
+def test_oversized_record_is_skipped_in_bounded_reads(tmp_path):
+    big = warc_record("conversion", "big", b"word " * 300_000)
+    path = tmp_path / "big.warc"
+    path.write_bytes(warc_record("conversion", "a", b"first") + big + warc_record("conversion", "b", b"last"))
+    with open(path, "rb") as f:
+        records = list(iter_warc_records(f, max_block_bytes=1_000_000))
+    assert [(r.headers["warc-record-id"], r.block) for r in records] == [
+        ("<urn:uuid:a>", b"first"), ("<urn:uuid:big>", None), ("<urn:uuid:b>", b"last")]
+    path.write_bytes(big[: len(big) // 2])
+    with open(path, "rb") as f, pytest.raises(ReaderError, match="body truncated"):
+        list(iter_warc_records(f, max_block_bytes=1_000_000))
+
+
+def test_negative_content_length_is_an_error(tmp_path):
+    path = tmp_path / "neg.warc"
+    path.write_bytes(b"WARC/1.0\r\nWARC-Type: conversion\r\nContent-Length: -1\r\n\r\nxyz\r\n\r\n")
+    with pytest.raises(ReaderError, match="no valid Content-Length"):
         read_all(spec(path))

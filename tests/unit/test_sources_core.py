@@ -38,7 +38,7 @@ def test_remote_wiki_and_wet_over_http(http_server):
     units, problems = plan_units(wiki, 0)
     assert not problems and len(units) > 1  # byte ranges through HTTP range requests
     ids = [r.id for u in units for r in read_unit(wiki, u) if isinstance(r, Document)]
-    assert ids == [f"wikipedia/{i}" for i in (12, 25, 39, 58, 70, 81, 96)]
+    assert ids == [f"wikipedia/enwiki/{i}" for i in (12, 25, 39, 58, 70, 81, 96)]
     assert unit_content_fingerprint(wiki, units[0])
     wet = CommonCrawlSource(kind="common_crawl", paths=[f"{base}/cc/sample.warc.wet.gz"])
     (unit,), _ = plan_units(wet, 1)

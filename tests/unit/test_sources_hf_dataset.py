@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from data_specs.sources import HFDatasetSource
 from tasks.common.documents import Document, Dropped
 from tasks.sources.core import plan_units, read_unit, unit_content_fingerprint
+from tasks.sources.hf_dataset import id_prefix
 from tests.unit._sources_http import http_server  # noqa: F401 - fixture
 
 
@@ -64,3 +65,12 @@ def test_http_data_file(tmp_path, http_server):
     base = http_server(tmp_path)
     _, records = read_all(source(name="json", data_files=[f"{base}/remote.jsonl"]))
     assert [r.text for r in records] == ["remote row 0", "remote row 1", "remote row 2"]
+
+
+def test_ids_are_unique_across_configs_and_splits(tmp_path):
+    # Before: the config was not in the id, so row 0 of two configs of one dataset had the same id.
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "row"}])
+    ids = [read_all(source(name="json", config=c, data_files=[str(tmp_path / "a.jsonl")]))[1][0].id
+           for c in (None, "first", "second")]
+    assert ids == ["hf_dataset/json/train/0", "hf_dataset/json:first/train/0", "hf_dataset/json:second/train/0"]
+    assert id_prefix(source(name="org/set", config="first", split="test")) == "hf_dataset/org/set:first/test"

@@ -50,7 +50,7 @@ def test_sample_dump_records():
     reasons = sorted(r.reason for r in records if isinstance(r, Dropped))
     assert reasons == ["wikipedia/namespace"] * 3 + ["wikipedia/redirect"] * 2
     d = docs(records)
-    assert [x.id for x in d] == [f"wikipedia/{i}" for i in (12, 25, 39, 58, 70, 81, 96)]
+    assert [x.id for x in d] == [f"wikipedia/enwiki/{i}" for i in (12, 25, 39, 58, 70, 81, 96)]
     light = d[0]
     assert light.title == "Lighthouse" and light.date == "2016-03-01T10:00:00Z"
     assert light.url == "https://en.wikipedia.org/wiki/Lighthouse"
@@ -160,7 +160,7 @@ def test_truncated_bz2_yields_complete_pages_then_raises(tmp_path, many_pages):
         for r in read_unit(spec([path]), WorkUnit(0, "wikipedia", str(path))):
             got.append(r.id)
     assert 10 < len(got) < 80
-    assert got == [f"wikipedia/{1000 + i}" for i in range(len(got))]
+    assert got == [f"wikipedia/enwiki/{1000 + i}" for i in range(len(got))]
 
 
 def test_xml_cut_mid_page_raises_after_complete_pages(tmp_path, many_pages):
@@ -182,7 +182,7 @@ def test_malformed_page_and_invalid_utf8(tmp_path):
     path.write_bytes(data)
     records = read_all(spec([path]))
     assert records[0].text == "Some text here."
-    assert records[1] == Dropped("wikipedia/2", "wikipedia/malformed_page")
+    assert records[1] == Dropped("wikipedia/enwiki/2", "wikipedia/malformed_page")
     assert records[2].text.startswith("caf\u00e9 \ufffd")
 
 
@@ -215,3 +215,59 @@ def test_plan_units_reports_problems(tmp_path):
     units, problems = plan_units(spec([tmp_path / "missing.xml", tmp_path / "*.nothing"]), 3)
     assert units == []
     assert [p[1] for p in problems] == ["file not found", "no files match this pattern"]
+
+
+GERMAN_SITEINFO = (
+    SITEINFO_HEADER.replace("enwiki", "dewiki")
+    .replace("en.wikipedia.org/wiki/Main_Page", "de.wikipedia.org/wiki/Wikipedia:Hauptseite")
+    .replace(">Media<", ">Medium<").replace(">File<", ">Datei<").replace(">Category<", ">Kategorie<")
+)
+GERMAN_TEXT = (
+    "Ein '''Leuchtturm''' ist ein Turm.\n[[Datei:Turm.jpg|mini|Ein Turm bei Nacht]]\n"
+    "[[Bild:Alt.png|mini|Altes Bild]] [[Medium:Ton.ogg]] Er steht am [[Meer]].\n"
+    "[[Kategorie:Turm]]\n[[kategorie: Seefahrt]]\n[[:Kategorie:Turm|alle Türme]]\n[[en:Lighthouse]]"
+)
+
+
+def dump_with(siteinfo: str, pages: list[tuple]) -> bytes:
+    return (siteinfo + "".join(page_xml(*p) for p in pages) + "</mediawiki>\n").encode()
+
+
+@pytest.mark.parametrize("wikitext", ["fast", "mwparserfromhell"])
+def test_localized_file_and_category_links_are_dropped(tmp_path, wikitext):
+    # `Bild:` is dewiki's legacy alias of `Datei:`; dumps do not list aliases, the file extension gives it away.
+    path = tmp_path / "dewiki.xml"
+    path.write_bytes(dump_with(GERMAN_SITEINFO, [(7, 0, "Leuchtturm", "2020-01-01T00:00:00Z", None, GERMAN_TEXT)]))
+    (doc,) = read_all(spec([path], wikitext=wikitext))
+    assert doc.id == "wikipedia/dewiki/7" and doc.url == "https://de.wikipedia.org/wiki/Leuchtturm"
+    for gone in ("Datei", "Turm.jpg", "mini", "bei Nacht", "Bild", "Ton.ogg", "Kategorie", "Seefahrt", "Lighthouse"):
+        assert gone not in doc.text, gone
+    assert doc.text.split() == "Ein Leuchtturm ist ein Turm. Er steht am Meer. alle Türme".split()
+
+
+def test_ids_carry_the_wiki_name(tmp_path):
+    page = (5, 0, "Same", "2020-01-01T00:00:00Z", None, "Some text.")
+    no_dbname = SITEINFO_HEADER.replace("    <dbname>enwiki</dbname>\n", "").replace("en.wikipedia", "ltg.wikipedia")
+    ids = {}
+    for name, siteinfo in (("en", SITEINFO_HEADER), ("de", GERMAN_SITEINFO), ("old", no_dbname)):
+        (tmp_path / f"{name}.xml").write_bytes(dump_with(siteinfo, [page]))
+        (ids[name],) = [r.id for r in read_all(spec([tmp_path / f"{name}.xml"]))]
+    assert ids == {"en": "wikipedia/enwiki/5", "de": "wikipedia/dewiki/5", "old": "wikipedia/ltg.wikipedia.org/5"}
+
+
+@pytest.mark.parametrize(
+    ("siteinfo", "match"),
+    [
+        ("<mediawiki>\n", "no complete <siteinfo> header before the first <page>"),
+        (GERMAN_SITEINFO.replace('<namespace key="6"', '<namespace key="6"<'), "malformed <siteinfo>"),
+        (GERMAN_SITEINFO.replace("<dbname>dewiki</dbname>", "").replace(
+            "<base>https://de.wikipedia.org/wiki/Wikipedia:Hauptseite</base>", ""), "names no usable wiki"),
+        (GERMAN_SITEINFO.replace("</siteinfo>", ""), "no complete <siteinfo> header"),
+    ],
+)
+def test_unreadable_siteinfo_is_an_error_not_english_defaults(tmp_path, siteinfo, match):
+    # Before: any siteinfo problem fell back silently to English names and the German links leaked.
+    path = tmp_path / "bad.xml"
+    path.write_bytes(dump_with(siteinfo, [(7, 0, "Leuchtturm", "2020-01-01T00:00:00Z", None, GERMAN_TEXT)]))
+    with pytest.raises(ReaderError, match=match):
+        read_all(spec([path]))
