@@ -1,7 +1,10 @@
 """Cleaning spec: Unicode repair, language ID, quality filters and PII redaction.
 
-Filter defaults are the published values (Gopher, C4, FineWeb as shipped in datatrove); see
-`../shared/reference/data_curation_anchors.md` §1c. Every rule can be switched off on its own.
+A filter named after Gopher, C4 or FineWeb decides, with its defaults, as datatrove 0.10.1's filter of that
+name does with its defaults (`../shared/reference/data_curation_anchors.md` §1c). Where lmpipe deliberately
+differs, the difference is a named option that is off by default. `FilterSetSpec()` is the FineWeb recipe
+(datatrove `examples/fineweb.py`): Gopher repetition, Gopher quality, C4 with `filter_no_terminal_punct`
+off, FineWeb. Every rule can be switched off on its own.
 """
 
 from __future__ import annotations
@@ -27,10 +30,16 @@ class GopherQualitySpec(StrictModel):
     max_bullet_lines_ratio: float | None = Field(0.9, description="Max fraction of lines starting with a bullet.")
     max_ellipsis_lines_ratio: float | None = Field(0.3, description="Max fraction of lines ending in an ellipsis.")
     max_non_alpha_words_ratio: float | None = Field(
-        0.8, description="Min fraction of words containing a letter (named as in datatrove)."
+        0.8,
+        description="Min fraction of tokens containing a letter, punctuation tokens counted (named as in datatrove).",
+    )
+    alpha_ratio_ignores_punctuation: bool = Field(
+        False,
+        description="lmpipe option: leave punctuation tokens out of the letter-ratio denominator "
+        "(dialogue-heavy prose then passes; datatrove counts them).",
     )
     min_stop_words: int | None = Field(
-        2, description="Min count of {the, be, to, of, and, that, have, with} in the document."
+        2, description="Min number of distinct words of {the, be, to, of, and, that, have, with} in the document."
     )
 
     @model_validator(mode="after")
@@ -79,7 +88,9 @@ class C4Spec(StrictModel):
     enabled: bool = Field(True, description="Apply the C4 rules.")
     remove_citations: bool = Field(True, description="Remove wiki-style citations such as [1], [edit].")
     filter_no_terminal_punct: bool = Field(
-        True, description="Remove lines that do not end in terminal punctuation (FineWeb turns this off)."
+        True,
+        description="Remove lines that do not end in terminal punctuation (C4's default; the FineWeb recipe, "
+        "and so FilterSetSpec's default, turns it off).",
     )
     min_words_per_line: int | None = Field(3, ge=1, description="Remove lines with fewer words; null = off.")
     max_word_length: int | None = Field(1000, ge=1, description="Remove lines containing a longer word; null = off.")
@@ -88,7 +99,10 @@ class C4Spec(StrictModel):
     filter_curly_bracket: bool = Field(True, description="Drop documents containing '{'.")
     filter_policy: bool = Field(True, description="Remove lines with policy phrases (terms of use, cookies...).")
     min_num_sentences: int | None = Field(
-        5, ge=1, description="Drop documents with fewer sentences (regex-counted) after the line rules; null = off."
+        5,
+        ge=1,
+        description="Drop documents with fewer sentences (counted like spaCy's sentencizer) after the line rules; "
+        "null = off.",
     )
 
 
@@ -96,16 +110,34 @@ class FineWebSpec(StrictModel):
     """FineWeb's own rules (Penedo et al. 2024; datatrove `FineWebQualityFilter`)."""
 
     enabled: bool = Field(True, description="Apply the FineWeb rules.")
-    line_punct_thr: float | None = Field(0.12, description="Min fraction of lines ending in terminal punctuation.")
+    line_punct_thr: float | None = Field(
+        0.12, description="Drop when fewer non-blank lines than this fraction end in one of stop_chars."
+    )
     line_punct_exclude_zero: bool = Field(False, description="Do not drop documents with zero such lines.")
-    short_line_thr: float | None = Field(0.67, description="Max fraction of short lines.")
+    stop_chars: tuple[str, ...] | None = Field(
+        None,
+        description="Line endings that count as punctuated; null = datatrove's TERMINAL_PUNCTUATION (sentence "
+        "terminators of every script, no quotes). lmpipe option: add '\"' and \"'\" for dialogue.",
+    )
+    short_line_thr: float | None = Field(0.67, description="Drop when more non-blank lines than this are short.")
     short_line_length: int = Field(30, description="A line of at most this many characters is short.")
-    char_duplicates_ratio: float | None = Field(0.01, description="Max fraction of characters in duplicate lines.")
-    new_line_ratio: float | None = Field(0.3, description="Max newlines per word.")
+    char_duplicates_ratio: float | None = Field(
+        0.01, description="Drop when more characters than this fraction are in duplicate lines."
+    )
+    new_line_ratio: float | None = Field(0.3, description="Drop above this many newlines per token.")
+
+
+def _fineweb_recipe_c4() -> C4Spec:
+    # FineWeb runs C4 without the terminal-punctuation line rule: that rule would strip every unpunctuated
+    # line first, and FineWeb's own list and boilerplate rules (line_punct_thr, short_line_thr) would never fire.
+    return C4Spec(filter_no_terminal_punct=False)
 
 
 class FilterSetSpec(StrictModel):
-    """The quality filters applied to one source. Each source kind has its own defaults (see sources.py)."""
+    """The quality filters applied to one source; the defaults are the FineWeb recipe (web text).
+
+    Each source kind has its own defaults (see sources.py): books and Wikipedia turn the web rules off.
+    """
 
     min_chars: int = Field(1, ge=0, description="Drop documents with fewer characters after cleaning (empty docs).")
     max_chars: int | None = Field(
@@ -115,7 +147,9 @@ class FilterSetSpec(StrictModel):
     )
     gopher_quality: GopherQualitySpec = Field(default_factory=GopherQualitySpec)
     gopher_repetition: GopherRepetitionSpec = Field(default_factory=GopherRepetitionSpec)
-    c4: C4Spec = Field(default_factory=C4Spec)
+    c4: C4Spec = Field(
+        default_factory=_fineweb_recipe_c4, description="C4 rules; default: FineWeb's (filter_no_terminal_punct off)."
+    )
     fineweb: FineWebSpec = Field(default_factory=FineWebSpec)
 
 

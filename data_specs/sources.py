@@ -22,9 +22,11 @@ DEFAULT_SPLIT_BYTES = 256 * 1024 * 1024
 
 def _wikipedia_filters() -> FilterSetSpec:
     # Encyclopedic prose: lists, tables-turned-text and short stubs trip the web rules (C4's
-    # terminal-punctuation and curly-bracket rules, FineWeb's short-line rule), so only Gopher runs.
+    # terminal-punctuation and curly-bracket rules, FineWeb's short-line rule), so only Gopher runs, with
+    # lmpipe's named option that leaves punctuation tokens out of the letter ratio: with datatrove's ratio,
+    # 17 of the 106 articles of the enwiki sample (citations, dates, lists) fall under 0.8; with it, none.
     return FilterSetSpec(
-        gopher_quality=GopherQualitySpec(max_words=None),
+        gopher_quality=GopherQualitySpec(max_words=None, alpha_ratio_ignores_punctuation=True),
         c4=C4Spec(enabled=False),
         fineweb=FineWebSpec(enabled=False),
     )
@@ -32,9 +34,11 @@ def _wikipedia_filters() -> FilterSetSpec:
 
 def _books_filters() -> FilterSetSpec:
     # Books are long (Moby-Dick has 215k words) and verse repeats lines by design: keep the
-    # document-level quality checks, drop the length cap and the web rules.
+    # document-level quality checks, drop the length cap and the web rules. Dialogue punctuation counts
+    # against Gopher's letter ratio as datatrove computes it (Alice in Wonderland: 0.798 < 0.8), so books
+    # use lmpipe's named option that leaves punctuation tokens out of that ratio.
     return FilterSetSpec(
-        gopher_quality=GopherQualitySpec(max_words=None),
+        gopher_quality=GopherQualitySpec(max_words=None, alpha_ratio_ignores_punctuation=True),
         gopher_repetition=GopherRepetitionSpec(enabled=False),
         c4=C4Spec(enabled=False),
         fineweb=FineWebSpec(enabled=False),

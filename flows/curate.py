@@ -29,7 +29,7 @@ from fsspec.core import url_to_fs
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
 from prefect.artifacts import update_progress_artifact
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 
 from data_specs import CurateSpec, curate_fingerprint, load_curate_spec
 from flows.runners import apply_run_overrides, chosen_runner, make_task_runner
@@ -38,7 +38,7 @@ from tasks.common.lock import output_lock
 from tasks.corpus.core import plan_shards, read_manifest, remove_stale_shards
 from tasks.corpus.manifest import build_manifest, render_data_card, run_key, sample_examples
 from tasks.corpus.task import deduplicate_task, write_shard_task
-from tasks.shards.core import write_bytes_atomic
+from tasks.shards.core import ShardPlan, bounded_in_order, write_bytes_atomic
 from tasks.sources.core import WorkUnit
 from tasks.sources.task import plan_work_units
 from tasks.units.core import UnitResult
@@ -146,17 +146,23 @@ def _assemble(
     outcome = deduplicate_task(results, spec.dedup, work_dir)
     fault_point("curate.dedup_done")
     plans = plan_shards(outcome, output, spec.shards.target_mb)
-    futures = write_shard_task.map(plans, spec.shards.row_group_rows, spec.shards.compression_level)
+
+    # At most run.workers shards in flight (not a .map of all of them): each holds about a row group.
+    def submit(plan: ShardPlan) -> PrefectFuture:
+        return write_shard_task.submit(plan, spec.shards.row_group_rows, spec.shards.compression_level)
+
     shards = []
-    for future in futures:
-        shards.append(future.result())
-        fault_point("curate.shard_written", shards[-1]["path"])
+    for entry in bounded_in_order(submit, plans, spec.run.workers):
+        shards.append(entry)
+        fault_point("curate.shard_written", entry["path"])
     remove_stale_shards(output, {s["path"] for s in shards})
     manifest = build_manifest(
         spec=spec.model_dump(mode="json"), fingerprint=spec_fp, run_key=key, results=results,
         planning_problems=problems, outcome=outcome, shards=shards, output=output,
     )
-    examples = sample_examples(output, shards, spec.data_card.examples_per_source, spec.data_card.example_chars)
+    examples = sample_examples(
+        output, shards, spec.data_card.examples_per_source, spec.data_card.example_chars, outcome.kept_by_source
+    )
     write_bytes_atomic(f"{output}/DATA_CARD.md", render_data_card(manifest, examples).encode("utf-8"))
     fault_point("curate.before_manifest")
     write_bytes_atomic(f"{output}/manifest.json", _json_bytes(manifest))

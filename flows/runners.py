@@ -28,14 +28,14 @@ def make_task_runner(run: RunSpec) -> TaskRunner:
         from prefect_ray import RayTaskRunner
 
         address = os.environ.get("RAY_ADDRESS") or run.ray_address
-        if address:
-            return RayTaskRunner(address=address)
-        init_kwargs: dict = {"num_cpus": run.workers, "include_dashboard": False}
+        init_kwargs: dict = {} if address else {"num_cpus": run.workers, "include_dashboard": False}
         if api_url := _current_api_url():
             # Point Ray's workers at this run's Prefect API (also the temporary local server), so their task
-            # runs land in the same flow run instead of each starting a server of its own.
+            # runs land in the same flow run instead of each starting a server of its own (on a cluster that
+            # only works when the API is reachable from its nodes: set PREFECT_API_URL to a shared server).
             init_kwargs["runtime_env"] = {"env_vars": {"PREFECT_API_URL": api_url}}
-        return RayTaskRunner(init_kwargs=init_kwargs)
+        return RayTaskRunner(address=address, init_kwargs=init_kwargs) if address else RayTaskRunner(
+            init_kwargs=init_kwargs)
     return ThreadPoolTaskRunner(max_workers=run.workers)
 
 

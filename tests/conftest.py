@@ -16,6 +16,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 _STATE = Path(tempfile.mkdtemp(prefix="lmpipe-tests-"))
 os.environ.setdefault("PREFECT_HOME", str(_STATE / "prefect"))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("LMPIPE_STATE_DIR", str(_STATE / "lmpipe-state"))  # pipeline state, file fingerprints
 os.environ.pop("LMPIPE_TASK_RUNNER", None)
 os.environ.pop("PREFECT_API_URL", None)  # never the user's server: flow tests start their own
 os.environ.pop("LMPIPE_WORKERS", None)

@@ -1,4 +1,4 @@
-"""C4's line and document rules (Raffel et al. 2020), as datatrove's `C4QualityFilter` (split on lines).
+"""C4's line and document rules (Raffel et al. 2020), deciding as datatrove 0.10.1's `C4QualityFilter` does.
 
 `c4_filter(text, spec)` returns `(verdict, new_text, removed_line_frac)`. Line rules remove lines and keep the
 document; `lorem ipsum` and `{` drop it (checked, as in datatrove, on lines that survived the earlier line
@@ -29,17 +29,40 @@ POLICY_SUBSTRINGS = (
     "use of cookies",
     "use cookies",
 )
-_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？]")
+# spaCy's English tokenizer keeps these with their dot, so the dot ends no sentence; so do single letters
+# ("A.") and dotted words ("e.g.", "U.S.").
+_ABBREVIATIONS = frozenset(
+    "Mr Mrs Ms Dr St Jr Sr Prof Inc Ltd Co Corp vs etc Mt Gen Gov Rev Sen Rep Jan Feb Aug Sept Oct Nov Dec".split()
+)
+_TERMINATORS = frozenset(".!?。！？｡．")
+_CLOSERS = "\"'”’)]}»"
+_OPENERS = "\"'“‘([{«"
+# a whitespace-delimited chunk holding a terminator, followed by a chunk that holds a word character
+_CANDIDATE = re.compile(r"(?<!\S)(\S*[.!?。！？｡．]\S*)\s+(?=\S*\w)")
+
+
+def _breaks_after(chunk: str) -> bool:
+    """Whether spaCy's sentencizer starts a new sentence after this chunk (when a word follows)."""
+    core = chunk.rstrip(_CLOSERS)
+    if not core or core[-1] not in _TERMINATORS or core.endswith(".."):
+        return False
+    if core[-1] == ".":
+        word = core[:-1].lstrip(_OPENERS)
+        if len(word) == 1 or "." in word or word in _ABBREVIATIONS:
+            return False
+    return True
 
 
 def count_sentences(line: str) -> int:
-    """Regex sentence count of one line (at least 1 for a non-empty line)."""
-    return max(1, len(_SENTENCE_END.findall(line))) if line else 0
+    """Sentence count of one line, as spaCy's sentencizer would split it (0 for an empty line)."""
+    if not line:
+        return 0
+    return 1 + sum(1 for chunk in _CANDIDATE.findall(line) if _breaks_after(chunk))
 
 
 def c4_filter(text: str, spec: C4Spec) -> tuple[Verdict, str, float]:
     """Apply the C4 rules to `text` (see the module docstring)."""
-    lines = text.split("\n")
+    lines = text.splitlines()
     kept: list[str] = []
     n_sentences = 0
     for line in lines:

@@ -42,17 +42,48 @@ from tasks.common.documents import Document, signal
 SIGNAL_NAMES: tuple[str, ...] = (
     "n_chars",  # characters of the final (cleaned, redacted) text
     "n_lines",  # non-empty lines
-    "n_words",  # words (tokens that are not a single punctuation character)
+    "n_words",  # words (tokens with a character outside datatrove's punctuation set)
     "mean_word_length",
     "frac_alpha_words",  # words containing a letter / words
-    "stop_words",  # count of Gopher stop words (the, be, to, of, and, that, have, with)
+    "stop_words",  # distinct Gopher stop words present (the, be, to, of, and, that, have, with)
     "dup_line_char_frac",  # characters in repeated non-empty lines / characters
     "dup_para_char_frac",  # characters in repeated paragraphs / characters
-    "frac_lines_end_punct",  # lines ending in . ' " ! ? / lines
-    "frac_short_lines",  # lines of at most FineWebSpec.short_line_length characters / lines
+    "frac_lines_end_punct",  # non-blank lines ending in FineWebSpec.stop_chars / non-blank lines
+    "frac_short_lines",  # non-blank lines of at most FineWebSpec.short_line_length characters / non-blank lines
     "c4_removed_line_frac",  # fraction of non-empty lines C4's line rules removed (0 when C4 is off)
     "pii_redactions",  # e-mails, IPs, phones replaced
 )
+
+
+def apply_filters(text: str, f: FilterSetSpec) -> tuple[str | None, str, TextStats, float]:
+    """The quality filters in FineWeb's order: Gopher repetition, Gopher quality, C4, FineWeb.
+
+    Returns `(drop reason or None, text after C4's line rules, its TextStats, fraction of lines C4 removed)`.
+    """
+    stats = TextStats(text)
+    if f.gopher_repetition.enabled:
+        keep, reason = gopher_repetition(stats, f.gopher_repetition)
+        if not keep:
+            return reason, text, stats, 0.0
+    if f.gopher_quality.enabled:
+        keep, reason = gopher_quality(stats, f.gopher_quality)
+        if not keep:
+            return reason, text, stats, 0.0
+    removed = 0.0
+    if f.c4.enabled:
+        (keep, reason), new_text, removed = c4_filter(text, f.c4)
+        if not keep:
+            return reason, text, stats, removed
+        if new_text != text:
+            text = new_text
+            if len(text) < max(1, f.min_chars):
+                return "clean/empty", text, stats, removed
+            stats = TextStats(text)
+    if f.fineweb.enabled:
+        keep, reason = fineweb_filter(stats, f.fineweb)
+        if not keep:
+            return reason, text, stats, removed
+    return None, text, stats, removed
 
 
 class Cleaner:
@@ -96,29 +127,9 @@ class Cleaner:
             if self.languages and doc.lang not in self.languages:
                 return "language/not_kept"
 
-        stats = TextStats(text)
-        if f.gopher_repetition.enabled:
-            keep, reason = gopher_repetition(stats, f.gopher_repetition)
-            if not keep:
-                return reason
-        if f.gopher_quality.enabled:
-            keep, reason = gopher_quality(stats, f.gopher_quality)
-            if not keep:
-                return reason
-        removed = 0.0
-        if f.c4.enabled:
-            (keep, reason), new_text, removed = c4_filter(text, f.c4)
-            if not keep:
-                return reason
-            if new_text != text:
-                text = new_text
-                if len(text) < max(1, f.min_chars):
-                    return "clean/empty"
-                stats = TextStats(text)
-        if f.fineweb.enabled:
-            keep, reason = fineweb_filter(stats, f.fineweb)
-            if not keep:
-                return reason
+        reason, text, stats, removed = apply_filters(text, f)
+        if reason is not None:
+            return reason
 
         text, n_redacted = self.redact(text)
         doc.text = text
@@ -137,7 +148,7 @@ class Cleaner:
             "stop_words": stats.stop_words,
             "dup_line_char_frac": stats.line_duplicates[1] / n_chars,
             "dup_para_char_frac": stats.paragraph_duplicates[1] / n_chars,
-            "frac_lines_end_punct": line_punct_frac(stats),
+            "frac_lines_end_punct": line_punct_frac(stats, self.filters.fineweb.stop_chars),
             "frac_short_lines": short_line_frac(stats, self.filters.fineweb.short_line_length),
             "c4_removed_line_frac": c4_removed,
             "pii_redactions": n_redacted,

@@ -8,10 +8,14 @@ import bz2
 import gzip
 import hashlib
 import io
+import json
 import lzma
 import os
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import BinaryIO, Literal
 
 import fsspec
@@ -29,6 +33,10 @@ _MAGIC: tuple[tuple[bytes, Compression], ...] = (
 )
 
 _GLOB_CHARS = set("*?[")
+
+# A file modified this close to its hashing may change again within the same mtime tick without its
+# (size, mtime) showing it (git's "racy clean" problem): such a hash is used but not remembered.
+_RACY_NS = 2_000_000_000
 
 
 class InputError(Exception):
@@ -94,13 +102,13 @@ def content_fingerprint(url: str, chunk_bytes: int = 4 << 20) -> str:
     """Identify the content of an input file, so reruns skip it only when it is unchanged.
 
     Local files are hashed in full (sha256, about 1 GB/s); remote files use the store's own
-    checksum (ETag, md5, crc) with the size when it has one, and are hashed in full otherwise.
+    checksum (ETag, md5, crc; the Hub's git blob id) with the size when it has one, and are hashed in full otherwise.
     """
     fs, path = url_to_fs(url)
     info = fs.info(path)
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if protocol not in ("file", "local"):
-        for key in ("ETag", "etag", "md5Hash", "md5", "crc32c", "checksum"):
+        for key in ("ETag", "etag", "md5Hash", "md5", "crc32c", "checksum", "blob_id"):
             if info.get(key):
                 return f"{key}:{str(info[key]).strip(chr(34))}:{info.get('size')}"
     digest = hashlib.sha256()
@@ -108,6 +116,66 @@ def content_fingerprint(url: str, chunk_bytes: int = 4 << 20) -> str:
         while chunk := f.read(chunk_bytes):
             digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
+
+
+def fingerprint_cache_dir() -> Path:
+    """Where local files' fingerprints are remembered: `$LMPIPE_STATE_DIR/fingerprints`, else the user's
+    cache (`$XDG_CACHE_HOME/lmpipe/fingerprints`, default `~/.cache/lmpipe/fingerprints`)."""
+    state = os.environ.get("LMPIPE_STATE_DIR")
+    if state:
+        return Path(state) / "fingerprints"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lmpipe" / "fingerprints"
+
+
+def _file_stamp(path: str) -> dict[str, int | str]:
+    """What must be unchanged for a remembered hash to still hold: path, inode, size, mtime in ns."""
+    st = os.stat(path)
+    return {"path": path, "inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _write_atomically(target: Path, text: str) -> None:
+    """Write through a temporary file and `os.replace`, so a concurrent reader sees old or new, never half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cached_content_fingerprint(url: str) -> str:
+    """`content_fingerprint`, remembered for local files so a rerun on unchanged files hashes nothing.
+
+    The hash of a local file is stored in `fingerprint_cache_dir()` (one small JSON file per path,
+    written atomically, so concurrent runs are safe) under its path, inode, size and mtime_ns; it is
+    reused while all four are unchanged. A file modified less than 2 s before hashing is not remembered
+    (its mtime could still move within one tick). Remote files use their store's ETag/size as before.
+    A cache that cannot be read or written only costs a re-hash.
+    """
+    fs, path = url_to_fs(url)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol not in ("file", "local"):
+        return content_fingerprint(url)
+    path = os.path.abspath(path)
+    stamp = _file_stamp(path)
+    entry = fingerprint_cache_dir() / (hashlib.sha256(path.encode()).hexdigest()[:32] + ".json")
+    try:
+        cached = json.loads(entry.read_text())
+        if cached.get("stamp") == stamp and isinstance(cached.get("fingerprint"), str):
+            return cached["fingerprint"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    started = time.time_ns()
+    fingerprint = content_fingerprint(path)
+    if _file_stamp(path) == stamp and int(stamp["mtime_ns"]) < started - _RACY_NS:
+        try:
+            _write_atomically(entry, json.dumps({"stamp": stamp, "fingerprint": fingerprint}))
+        except OSError:
+            pass
+    return fingerprint
 
 
 def decompressing_reader(raw: BinaryIO, compression: Compression) -> BinaryIO:

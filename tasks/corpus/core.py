@@ -1,12 +1,23 @@
 """Assemble the curated corpus from finished units: global dedup, balanced shard plan, manifest, data card.
 
 Dedup runs over all units at once (all sources), reading only the small dedup columns (`id`,
-`source`, `exact_key`, `minhash`, `n_bytes`), never the text. Its decisions depend only on the
-documents, so the corpus is the same for any worker count.
+`source`, `exact_key`, `minhash`, `n_bytes`), and the text only of rows in ambiguous LSH pairs. Its
+decisions depend only on the documents, so the corpus is the same for any worker count.
+
+Dedup streams (`deduplicate_units`): pass 1 reads one unit at a time, keeps compact arrays (ids as one
+Arrow array, source/language codes, (n, 16) exact keys, text bytes: about 60 bytes per document plus the
+ids) and spills each unit's signatures and its 18 LSH band keys to local scratch files; pass 2
+(`tasks.dedup.core.decide`) loads one band's keys at a time (8 bytes per document) and reads only the
+signature rows of the pairs it verifies; ambiguous pairs of all bands are settled together, so a unit's
+text is read once per block of ambiguous pairs (once per run below `ExactJaccard.block_pairs`), not
+once per band. Disk: 4 * num_perm + 8 * bands bytes per document in the scratch folder, removed after.
+The survivors' `kept_rows` tuple (about 120 bytes per kept document) is the one per-document Python
+structure left; it is the interface to the shard plan.
 
 Ids must be unique across the whole corpus (every source, wiki and folder): `removed.parquet` maps
-an id to its survivor, and shards are keyed by id. Dedup checks this while it reads the ids (one set of
-the id strings it already holds) and raises `DuplicateDocumentId`, naming the id and both inputs, before
+an id to its survivor, and shards are keyed by id. Dedup checks this once the ids are read (Arrow's
+distinct count; the slower `check_unique_ids` runs only when an id repeats) and raises
+`DuplicateDocumentId`, naming the id and both inputs, before
 anything is written: two different documents under one id is a spec or reader problem, never a duplicate
 to drop. The one exception is the same document read twice (same id, same text: two overlapping slices of
 one crawl file, one book listed under two patterns): that is a true exact duplicate, and exact dedup keeps
@@ -16,17 +27,23 @@ its first copy (`removed.parquet` then maps the id to itself).
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from data_specs import DedupSpec
-from tasks.dedup.core import ExactJaccard, find_duplicates
+from tasks.dedup.core import REASON_CODES, Decisions, ExactJaccard, decide
+from tasks.dedup.lsh import band_keys
+from tasks.dedup.minhash import EMPTY
 from tasks.shards.core import AtomicParquetWriter, ShardPlan, plan_balanced_shards
 from tasks.units.core import UnitResult
 
@@ -65,64 +82,250 @@ def unit_order(results: Sequence[UnitResult]) -> list[UnitResult]:
 
 
 def deduplicate_units(results: Sequence[UnitResult], spec: DedupSpec, work_dir: str) -> DedupOutcome:
-    """Global exact + near dedup over every unit's rows; writes the removed ids with their survivors."""
+    """Global exact + near dedup over every unit's rows; writes the removed ids with their survivors.
+
+    Streams: pass 1 reads one unit's small columns at a time into compact arrays and spills its
+    signatures and LSH band keys to local scratch files; pass 2 (`decide`) loads one band's keys at a
+    time and memory-maps only the signature rows it verifies. See `_CorpusColumns` for the memory bound.
+    """
     ordered = [r for r in unit_order(results) if r.kept]
-    ids: list[str] = []
-    sources: list[str] = []
-    keys: list[bytes] = []
-    langs: list[str | None] = []
-    sigs: list[np.ndarray] = []
-    locations: list[tuple[str, int, int]] = []
-    rows_per_unit: list[int] = []
+    with _scratch_dir(work_dir) as scratch:
+        corpus = _read_corpus(ordered, spec, scratch)
+        if not corpus.ids_unique():
+            check_unique_ids(corpus.ids.to_pylist(), ordered, corpus.rows_per_unit.tolist(),
+                             [bytes(k) for k in corpus.exact_keys])
+        exact = ExactJaccard(lambda rows: _load_texts(corpus.paths, corpus.starts, rows), spec.minhash.ngram)
+        decision = decide(corpus.priority_order(spec.source_priority), corpus.exact_groups(), corpus.has_shingles,
+                          corpus.band_keys, corpus.signature_rows, spec, exact_jaccard=exact)
+    return _outcome(corpus, decision, work_dir)
+
+
+@dataclass
+class _CorpusColumns:
+    """The dedup columns of every unit row in corpus order, compact (about 60 bytes per row plus the ids).
+
+    ids: one Arrow string array; sources and languages: small integer codes into `vocab`; exact keys:
+    an (n, 16) uint8 array; text bytes: int64. The (n, num_perm) signatures and each band's (n,) uint64
+    keys live in local scratch files (`signatures.npy`, `band-<b>.npy`): one band is loaded at a time, and
+    only the signature rows of the pairs being verified are read (`pread`, no memory map, so the pages stay
+    in the page cache rather than in this process's resident memory).
+    """
+
+    paths: list[str]              # unit file per unit
+    starts: np.ndarray            # (units + 1,) first corpus row of each unit, then n
+    ids: pa.Array
+    source: np.ndarray            # (n,) int32 code into vocab
+    lang: np.ndarray              # (n,) int32 code into vocab ("unknown" for a missing or empty language)
+    vocab: list[str]
+    exact_keys: np.ndarray        # (n, 16) uint8
+    n_bytes: np.ndarray           # (n,) int64
+    has_shingles: np.ndarray      # (n,) bool: the signature is not EMPTY
+    signatures: _NpyRows          # (n, P) uint32 on disk
+    band_files: list[str]
+
+    @property
+    def rows_per_unit(self) -> np.ndarray:
+        return np.diff(self.starts)
+
+    def ids_unique(self) -> bool:
+        return len(self.ids) == 0 or pc.count_distinct(self.ids).as_py() == len(self.ids)
+
+    def priority_order(self, priority: Sequence[str]) -> np.ndarray:
+        """Rows sorted by (source priority, id, row): Arrow sorts strings by UTF-8 bytes, i.e. by code point,
+        as Python compares str."""
+        prio = {kind: i for i, kind in enumerate(priority)}
+        rank = np.asarray([prio.get(v, len(prio)) for v in self.vocab] or [0], dtype=np.int32)[self.source]
+        table = pa.table({"p": rank, "id": self.ids, "row": np.arange(len(self.ids), dtype=np.int64)})
+        keys = [("p", "ascending"), ("id", "ascending"), ("row", "ascending")]
+        return pc.sort_indices(table, sort_keys=keys).to_numpy().astype(np.int64)
+
+    def exact_groups(self) -> np.ndarray:
+        """(n,) label per row, equal for equal exact keys."""
+        if len(self.exact_keys) == 0:
+            return np.zeros(0, dtype=np.int64)
+        keys = np.ascontiguousarray(self.exact_keys).view(np.dtype((np.void, 16))).ravel()
+        return np.unique(keys, return_inverse=True)[1].ravel().astype(np.int64)
+
+    def band_keys(self, band: int) -> np.ndarray:
+        return np.load(self.band_files[band])
+
+    def signature_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.signatures.take(rows)
+
+
+@contextmanager
+def _scratch_dir(work_dir: str) -> Iterator[str]:
+    """A local scratch folder for the spilled signatures and band keys, removed afterwards:
+    under `work_dir/dedup/` when the work dir is local, else in the system temp folder."""
+    fs, path = url_to_fs(work_dir)
+    parent = None
+    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        parent = os.path.join(path, "dedup")
+        os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="spill-", dir=parent) as scratch:
+        yield scratch
+    if parent and not os.listdir(parent):
+        os.rmdir(parent)
+
+
+def _read_corpus(ordered: Sequence[UnitResult], spec: DedupSpec, scratch: str) -> _CorpusColumns:
+    """Pass 1: one unit at a time, keep the small columns and spill signatures and band keys."""
+    mh = spec.minhash
+    counts = []
     for result in ordered:
         fs, path = url_to_fs(result.path)
-        table = pq.read_table(path, columns=["id", "source", "lang", "exact_key", "minhash", "n_bytes"], filesystem=fs)
-        rows_per_unit.append(table.num_rows)
-        ids.extend(table["id"].to_pylist())
-        sources.extend(table["source"].to_pylist())
-        keys.extend(table["exact_key"].to_pylist())
-        langs.extend(table["lang"].to_pylist())
+        counts.append(pq.read_metadata(path, filesystem=fs).num_rows)
+    starts = np.r_[0, np.cumsum(counts, dtype=np.int64)].astype(np.int64)
+    n = int(starts[-1])
+    sig_file = os.path.join(scratch, "signatures.npy")
+    band_files = [os.path.join(scratch, f"band-{b}.npy") for b in range(mh.bands if mh.enabled else 0)]
+    spills = [_NpySpill(sig_file, np.uint32, (n, mh.num_perm))] + [_NpySpill(f, np.uint64, (n,)) for f in band_files]
+    vocab: dict[str, int] = {}
+    ids, source, lang = [], np.zeros(n, np.int32), np.zeros(n, np.int32)
+    exact_keys, n_bytes, has_shingles = np.zeros((n, 16), np.uint8), np.zeros(n, np.int64), np.zeros(n, bool)
+    columns = ["id", "source", "lang", "exact_key", "minhash", "n_bytes"]
+    for u, result in enumerate(ordered):
+        fs, path = url_to_fs(result.path)
+        table = pq.read_table(path, columns=columns, filesystem=fs)
+        lo, hi = int(starts[u]), int(starts[u + 1])
+        ids.append(table["id"].combine_chunks())
+        source[lo:hi] = _codes(table["source"], vocab)
+        lang[lo:hi] = _codes(_language(table["lang"]), vocab)
+        keys = table["exact_key"].combine_chunks()
+        if hi > lo:
+            data = np.frombuffer(keys.buffers()[1], np.uint8, (hi - lo) * 16, keys.offset * 16)
+            exact_keys[lo:hi] = data.reshape(-1, 16)
+        n_bytes[lo:hi] = table["n_bytes"].to_numpy()
         minhash = table["minhash"].combine_chunks()
-        sigs.append(minhash.values.to_numpy().reshape(len(minhash), minhash.type.list_size))
-        locations.extend((result.path, row, n) for row, n in enumerate(table["n_bytes"].to_pylist()))
-    check_unique_ids(ids, ordered, rows_per_unit, keys)
-    num_perm = spec.minhash.num_perm
-    signatures = np.concatenate(sigs) if sigs else np.zeros((0, num_perm), np.uint32)
-    exact = ExactJaccard(lambda rows: _load_texts(locations, rows), spec.minhash.ngram)
-    decision = find_duplicates(ids, sources, keys, signatures, spec, exact_jaccard=exact)
+        sig = minhash.values.to_numpy().reshape(len(minhash), minhash.type.list_size)
+        has_shingles[lo:hi] = ~np.all(sig == EMPTY, axis=1)
+        spills[0].append(sig)
+        for b, spill in enumerate(spills[1:]):
+            spill.append(band_keys(sig[:, b * mh.rows : (b + 1) * mh.rows]))
+        del table, sig, minhash
+    for spill in spills:
+        spill.close()
+    return _CorpusColumns(
+        paths=[r.path for r in ordered], starts=starts,
+        ids=pa.concat_arrays(ids) if ids else pa.array([], pa.string()),
+        source=source, lang=lang, vocab=list(vocab), exact_keys=exact_keys, n_bytes=n_bytes,
+        has_shingles=has_shingles, signatures=_NpyRows(sig_file),
+        band_files=band_files,
+    )
 
-    removed_counts = Counter(reason for reason, _ in decision.removed.values())
+
+class _NpySpill:
+    """Write an .npy file of known shape by appending blocks of rows with plain file writes (the pages go to
+    the page cache, not to this process's resident memory as a writable memory map's would)."""
+
+    def __init__(self, path: str, dtype: type, shape: tuple[int, ...]):
+        self.file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        np.lib.format.write_array_header_1_0(self.file, {"descr": np.dtype(dtype).str, "fortran_order": False,
+                                                         "shape": shape})
+        self.dtype = dtype
+
+    def append(self, rows: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _NpyRows:
+    """Rows of a 2-d .npy file by index, read with one `pread` per run of consecutive rows."""
+
+    def __init__(self, path: str):
+        with open(path, "rb") as f:
+            np.lib.format.read_magic(f)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)  # as `_NpySpill` writes it
+            self.offset = f.tell()
+        self.path, self.shape, self.dtype = path, shape, dtype
+        self.row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        uniq, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+        out = np.empty((uniq.size, *self.shape[1:]), dtype=self.dtype)
+        buf = memoryview(out.reshape(-1).view(np.uint8))
+        starts = np.flatnonzero(np.r_[True, np.diff(uniq) != 1])
+        ends = np.r_[starts[1:], uniq.size]
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for a, b in zip(starts.tolist(), ends.tolist()):
+                want = (b - a) * self.row_bytes
+                got = os.preadv(fd, [buf[a * self.row_bytes : b * self.row_bytes]],
+                                self.offset + int(uniq[a]) * self.row_bytes)
+                if got != want:
+                    raise OSError(f"short read from {self.path}: {got} of {want} bytes")
+        finally:
+            os.close(fd)
+        return out[inverse.ravel()]
+
+
+def _language(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The language as the data card counts it: a missing or empty language is "unknown"."""
+    return pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column).fill_null("unknown")
+
+
+def _codes(column: pa.ChunkedArray, vocab: dict[str, int]) -> np.ndarray:
+    """Integer codes of a string column into `vocab` (extended with new values): a few distinct kinds."""
+    encoded = column.combine_chunks().dictionary_encode()
+    mapping = np.asarray([vocab.setdefault(v, len(vocab)) for v in encoded.dictionary.to_pylist()] or [0], np.int32)
+    return mapping[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+def _outcome(corpus: _CorpusColumns, decision: Decisions, work_dir: str) -> DedupOutcome:
+    """Write `removed.parquet` (sorted by id) and summarise the survivors for the manifest."""
+    names = {code: name for name, code in REASON_CODES.items()}
+    removed_rows = np.flatnonzero(decision.reason)
     removed_path = None
-    if decision.removed:
-        order = sorted(decision.removed, key=lambda i: ids[i])
+    if removed_rows.size:
+        by_id = pc.sort_indices(pa.table({"id": corpus.ids.take(removed_rows), "row": removed_rows}),
+                                sort_keys=[("id", "ascending"), ("row", "ascending")]).to_numpy()
+        rows = removed_rows[by_id]
         removed_path = f"{work_dir.rstrip('/')}/dedup/removed.parquet"
         writer = AtomicParquetWriter(removed_path, REMOVED_SCHEMA)
         writer.write(
             pa.table(
                 {
-                    "id": [ids[i] for i in order],
-                    "reason": [decision.removed[i][0] for i in order],
-                    "survivor_id": [ids[decision.removed[i][1]] for i in order],
+                    "id": corpus.ids.take(rows),
+                    "reason": np.asarray([names[c] for c in (1, 2)], dtype=object)[decision.reason[rows] - 1],
+                    "survivor_id": corpus.ids.take(decision.final[rows]),
                 },
                 schema=REMOVED_SCHEMA,
             ),
             row_group_rows=65536,
         )
         writer.commit()
-    survivors = [i for i in range(len(ids)) if i not in decision.removed]
-    kept = tuple(locations[i] for i in survivors)
+    removed_counts = Counter(dict(zip(*np.unique(decision.reason[removed_rows], return_counts=True))))
+    survivors = np.flatnonzero(decision.reason == 0)
+    unit_of = np.searchsorted(corpus.starts, survivors, side="right") - 1
+    kept = tuple(zip((corpus.paths[u] for u in unit_of.tolist()), (survivors - corpus.starts[unit_of]).tolist(),
+                     corpus.n_bytes[survivors].tolist()))
     return DedupOutcome(
         kept_rows=kept,
-        removed=dict(sorted(removed_counts.items())),
+        removed={names[int(c)]: int(k) for c, k in sorted(removed_counts.items(), key=lambda x: names[int(x[0])])},
         clusters=decision.clusters,
         cluster_sizes=dict(sorted(decision.cluster_sizes.items())),
         candidate_pairs=decision.candidate_pairs,
         verified_pairs=decision.verified_pairs,
         exact_checked=decision.exact_checked,
         removed_path=removed_path,
-        kept_by_source=dict(sorted(Counter(sources[i] for i in survivors).items())),
-        kept_languages=dict(Counter(langs[i] or "unknown" for i in survivors).most_common()),
+        kept_by_source=dict(sorted(_count(corpus.source[survivors], corpus.vocab))),
+        kept_languages=dict(_most_common(corpus.lang[survivors], corpus.vocab)),
     )
+
+
+def _count(codes: np.ndarray, vocab: Sequence[str]) -> list[tuple[str, int]]:
+    """(value, count) of each code present."""
+    counts = np.bincount(codes, minlength=len(vocab))
+    return [(vocab[c], int(counts[c])) for c in np.flatnonzero(counts)]
+
+
+def _most_common(codes: np.ndarray, vocab: Sequence[str]) -> list[tuple[str, int]]:
+    """As `Counter(values).most_common()`: by count, descending, ties in order of first appearance."""
+    values, first, counts = np.unique(codes, return_index=True, return_counts=True)
+    ranked = sorted(zip(values.tolist(), first.tolist(), counts.tolist()), key=lambda v: (-v[2], v[1]))
+    return [(vocab[v], c) for v, _, c in ranked]
 
 
 def check_unique_ids(ids: Sequence[str], units: Sequence[UnitResult], rows_per_unit: Sequence[int],
@@ -152,18 +355,27 @@ def _describe(unit: UnitResult) -> str:
     return f"source #{unit.source_index} ({unit.kind}) {unit.label} <{unit.url}>"
 
 
-def _load_texts(locations: Sequence[tuple[str, int, int]], rows: np.ndarray) -> list[str]:
-    """Texts of the given corpus rows, reading each unit file once (only for ambiguous LSH pairs)."""
-    by_unit: dict[str, list[int]] = {}
-    for row in rows.tolist():
-        by_unit.setdefault(locations[row][0], []).append(row)
-    texts: dict[int, str] = {}
-    for unit_path, unit_rows in by_unit.items():
-        fs, path = url_to_fs(unit_path)
-        column = pq.read_table(path, columns=["text"], filesystem=fs)["text"]
-        picked = column.take(pa.array([locations[r][1] for r in unit_rows], pa.int64())).to_pylist()
-        texts.update(zip(unit_rows, picked))
-    return [texts[r] for r in rows.tolist()]
+def _load_texts(paths: Sequence[str], starts: np.ndarray, rows: np.ndarray) -> list[str]:
+    """Texts of the given corpus rows (only for ambiguous LSH pairs): per unit file, only the row groups that
+    hold a wanted row, each unit opened once per call."""
+    rows = np.asarray(rows, dtype=np.int64)
+    unit_of = np.searchsorted(starts, rows, side="right") - 1
+    out: list[str | None] = [None] * rows.size
+    for u in np.unique(unit_of).tolist():
+        picks = np.flatnonzero(unit_of == u)
+        local = rows[picks] - starts[u]
+        fs, path = url_to_fs(paths[u])
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            group_starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+            groups = np.searchsorted(group_starts, local, side="right") - 1
+            wanted = np.unique(groups)
+            column = pf.read_row_groups(wanted.tolist(), columns=["text"])["text"]
+            offsets = np.cumsum(np.r_[0, [group_starts[g + 1] - group_starts[g] for g in wanted]])
+            at = offsets[np.searchsorted(wanted, groups)] + (local - group_starts[groups])
+            for k, text in zip(picks.tolist(), column.take(pa.array(at, pa.int64())).to_pylist()):
+                out[k] = text
+    return out  # type: ignore[return-value]
 
 
 def plan_shards(outcome: DedupOutcome, output: str, target_mb: float) -> list[ShardPlan]:

@@ -11,7 +11,7 @@ only when the run key matches, so it covers each unit's outcome as well as its k
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -139,20 +139,61 @@ def check_reconciles(manifest: dict[str, Any]) -> None:
         raise ReconcileError("drop reasons do not add up to dropped")
 
 
-def sample_examples(output: str, shards: Sequence[dict[str, Any]], per_source: int, chars: int) -> dict[str, list]:
-    """The first `per_source` documents of each source in corpus order, for the data card."""
+def sample_examples(
+    output: str,
+    shards: Sequence[dict[str, Any]],
+    per_source: int,
+    chars: int,
+    kept_by_source: Mapping[str, int] | None = None,
+) -> dict[str, list]:
+    """The first `per_source` documents of each source in corpus order, for the data card.
+
+    Reads row group by row group: the `source` column first, then the quoted columns of the chosen rows'
+    row group only; stops as soon as every source in `kept_by_source` has its quota (or, without it,
+    after the last shard). Memory is bounded by a row group, never by a shard or the corpus.
+    """
+    if per_source <= 0:
+        return {}
+    quota = None if kept_by_source is None else {s: min(per_source, n) for s, n in kept_by_source.items() if n > 0}
     examples: dict[str, list[dict[str, str]]] = {}
+
+    def satisfied() -> bool:
+        return quota is not None and all(len(examples.get(s, ())) >= q for s, q in quota.items())
+
     for shard in shards:
-        fs, path = url_to_fs(f"{output.rstrip('/')}/data/{shard['path']}")
-        table = pq.read_table(path, columns=["id", "source", "title", "url", "text"], filesystem=fs)
-        for row in table.to_pylist():
-            bucket = examples.setdefault(row["source"], [])
-            if len(bucket) < per_source:
-                text = row["text"][:chars].replace("\n", " ")
-                bucket.append({"id": row["id"], "where": row["title"] or row["url"] or "", "text": text})
-        if per_source and all(len(v) >= per_source for v in examples.values()) and len(examples) >= 3:
+        if satisfied():
             break
+        fs, path = url_to_fs(f"{output.rstrip('/')}/data/{shard['path']}")
+        with fs.open(path, "rb") as f:
+            parquet = pq.ParquetFile(f)
+            for group in range(parquet.num_row_groups):
+                if satisfied():
+                    break
+                chosen = _choose_rows(parquet.read_row_group(group, columns=["source"])["source"].to_pylist(),
+                                      examples, per_source)
+                if not chosen:
+                    continue
+                rows = parquet.read_row_group(group, columns=_EXAMPLE_COLUMNS).take(chosen).to_pylist()
+                for row in rows:
+                    text = row["text"][:chars].replace("\n", " ")
+                    examples[row["source"]].append({"id": row["id"], "where": row["title"] or row["url"] or "",
+                                                    "text": text})
     return examples
+
+
+_EXAMPLE_COLUMNS = ["id", "source", "title", "url", "text"]
+
+
+def _choose_rows(sources: Sequence[str], examples: dict[str, list], per_source: int) -> list[int]:
+    """Indices of the rows that fill a source's quota, in order; opens a bucket for each new source."""
+    wanted: Counter[str] = Counter()
+    chosen = []
+    for i, source in enumerate(sources):
+        have = len(examples.setdefault(source, [])) + wanted[source]
+        if have < per_source:
+            wanted[source] += 1
+            chosen.append(i)
+    return chosen
 
 
 def _mb(n: float) -> str:

@@ -3,12 +3,27 @@
 Rows here are *local* indices 0..m-1 that the caller has already sorted by survivor priority, so the
 smallest local index of a cluster is its survivor and every step is independent of input row order.
 Memory: one band (m,) uint64 key array at a time plus the unique candidate pairs; never m x m.
+
+`near_duplicates_banded` takes the band keys from a callable (`band -> (m,) keys`) and the signatures
+from anything indexable by local row arrays, so the caller can stream both from disk: one band's keys
+in memory at a time, and only the signature rows of the pairs being verified. Per band the work is the
+pure function `band_pairs(keys, seen, ...)`; ambiguous pairs are gathered over all bands and settled by
+exact Jaccard in one call at the end, so the text of a unit is read once per run, not once per band.
+
+How this maps onto a Ray Data job (a later change): the band keys are rows (band, key, local index);
+`groupby(["band", "key"]).map_groups(bucket_pairs)` yields each band's candidate pairs as codes
+`lo * m + hi`; a global distinct over the codes replaces the `seen` set (`seen` only stops a pair found
+by two bands from being verified twice: the union of the bands' codes is the same set, and its size is
+`candidate_pairs`); a join with the signature rows then `verify` gives the clear pairs and the ambiguous
+ones; the ambiguous ones are grouped by unit file for `exact`; `components` runs on the verified edges
+(it depends only on the edge set). No step needs all signatures at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -122,6 +137,100 @@ def verify_exact(
     return keep, int(ambiguous.size)
 
 
+class SignatureRows(Protocol):
+    """(m, P) signatures by local row: an ndarray, or a view that reads rows from disk on demand."""
+
+    shape: tuple[int, int]
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+def band_pairs(
+    keys: np.ndarray, seen: np.ndarray, bucket_cap: int, anchors: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One band: the candidate pairs (lo, hi) not in `seen`, and `seen` with them added.
+
+    `keys` are the band's (m,) bucket keys in local order; `seen` is the sorted int64 codes `lo * m + hi`
+    of the pairs earlier bands examined. Pure: it depends only on its arguments.
+    """
+    m = keys.size
+    lo, hi = bucket_pairs(keys, bucket_cap, anchors)
+    codes = np.unique(lo * m + hi)
+    codes = codes[~np.isin(codes, seen, assume_unique=True)]
+    if codes.size == 0:
+        return codes, codes, seen
+    return codes // m, codes % m, np.union1d(seen, codes)
+
+
+def estimate(sig: SignatureRows, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard (share of equal signature values over all P) of each pair, in blocks of pairs."""
+    P = sig.shape[1]
+    out = np.empty(lo.size, dtype=np.float64)
+    for c0 in range(0, lo.size, _VERIFY_CHUNK):
+        c1 = c0 + _VERIFY_CHUNK
+        out[c0:c1] = np.count_nonzero(sig[lo[c0:c1]] == sig[hi[c0:c1]], axis=1) / P
+    return out
+
+
+def near_duplicates_banded(
+    m: int,
+    band_keys_of: Callable[[int], np.ndarray],
+    sig: SignatureRows,
+    bands: int,
+    threshold: float,
+    verify_mode: str,
+    bucket_cap: int,
+    anchors: int,
+    exact: ExactJaccard | None = None,
+    exact_margin: float = 0.15,
+) -> NearDupGraph:
+    """Cluster m rows, already in survivor-priority order, by LSH + verification, one band at a time.
+
+    `band_keys_of(b)` gives band b's (m,) keys in local order; `sig[rows]` the signature rows of local
+    indices. Each band's new pairs are verified by their signature estimate as soon as the band is done;
+    with `verify_mode="exact"` and `exact`, the ambiguous ones (estimate within `exact_margin` of the
+    threshold) are gathered over all bands and passed to `exact` in one call. A pair's decision does not
+    depend on the band that found it, so this equals settling them band by band.
+    """
+    seen = np.zeros(0, dtype=np.int64)  # sorted codes lo*m + hi of pairs already examined
+    edges_lo, edges_hi, amb_lo, amb_hi = [], [], [], []
+    n_cand = 0
+    use_exact = verify_mode == "exact" and exact is not None
+    for band in range(bands):
+        lo, hi, seen = band_pairs(band_keys_of(band), seen, bucket_cap, anchors)
+        if lo.size == 0:
+            continue
+        n_cand += lo.size
+        if verify_mode in ("signature", "exact"):
+            est = estimate(sig, lo, hi)
+            keep = est >= threshold
+            if use_exact:
+                ambiguous = np.abs(est - threshold) < exact_margin
+                amb_lo.append(lo[ambiguous])
+                amb_hi.append(hi[ambiguous])
+                keep &= ~ambiguous
+        else:
+            keep = np.ones(lo.size, dtype=bool)
+        edges_lo.append(lo[keep])
+        edges_hi.append(hi[keep])
+    n_exact = 0
+    if amb_lo:
+        alo, ahi = np.concatenate(amb_lo), np.concatenate(amb_hi)
+        n_exact = int(alo.size)
+        if alo.size:
+            keep = np.asarray(exact(alo, ahi)) >= threshold
+            edges_lo.append(alo[keep])
+            edges_hi.append(ahi[keep])
+    lo = np.concatenate(edges_lo) if edges_lo else np.zeros(0, dtype=np.int64)
+    hi = np.concatenate(edges_hi) if edges_hi else np.zeros(0, dtype=np.int64)
+    canonical = np.argsort(lo * max(m, 1) + hi, kind="stable")  # edges in (lo, hi) order, whatever the band
+    lo, hi = lo[canonical], hi[canonical]
+    return NearDupGraph(
+        root=components(m, lo, hi), candidate_pairs=n_cand, verified_pairs=int(lo.size), edges=(lo, hi),
+        exact_checked=n_exact,
+    )
+
+
 def near_duplicates(
     sig: np.ndarray,
     bands: int,
@@ -135,35 +244,9 @@ def near_duplicates(
 ) -> NearDupGraph:
     """Cluster the rows of `sig` (m, P), already in survivor-priority order, by LSH + verification.
 
-    Bands are processed one at a time; each band's pairs are de-duplicated against the pairs seen
-    in earlier bands (a sorted int64 code array), so a pair is verified once.
+    The in-memory form of `near_duplicates_banded`: band keys are computed from `sig` band by band.
     """
-    m = sig.shape[0]
-    seen = np.zeros(0, dtype=np.int64)  # sorted codes lo*m + hi of pairs already examined
-    edges_lo, edges_hi = [], []
-    n_cand = n_ver = n_exact = 0
-    for band in range(bands):
-        keys = band_keys(sig[:, band * rows : (band + 1) * rows])
-        lo, hi = bucket_pairs(keys, bucket_cap, anchors)
-        codes = np.unique(lo * m + hi)
-        codes = codes[~np.isin(codes, seen, assume_unique=True)]
-        if codes.size == 0:
-            continue
-        seen = np.union1d(seen, codes)
-        lo, hi = codes // m, codes % m
-        n_cand += codes.size
-        if verify_mode == "exact" and exact is not None:
-            keep, checked = verify_exact(sig, lo, hi, threshold, exact_margin, exact)
-            n_exact += checked
-        elif verify_mode in ("signature", "exact"):
-            keep = verify(sig, lo, hi, threshold)
-        else:
-            keep = np.ones(lo.size, dtype=bool)
-        n_ver += int(keep.sum())
-        edges_lo.append(lo[keep])
-        edges_hi.append(hi[keep])
-    lo = np.concatenate(edges_lo) if edges_lo else np.zeros(0, dtype=np.int64)
-    hi = np.concatenate(edges_hi) if edges_hi else np.zeros(0, dtype=np.int64)
-    return NearDupGraph(
-        root=components(m, lo, hi), candidate_pairs=n_cand, verified_pairs=n_ver, edges=(lo, hi), exact_checked=n_exact
+    return near_duplicates_banded(
+        sig.shape[0], lambda b: band_keys(sig[:, b * rows : (b + 1) * rows]), sig, bands, threshold,
+        verify_mode, bucket_cap, anchors, exact=exact, exact_margin=exact_margin,
     )

@@ -10,12 +10,15 @@ Every file is written to a temporary name and renamed, so a reader never sees ha
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import fsspec
 import pyarrow as pa
@@ -205,17 +208,97 @@ def plan_balanced_shards(
     return plans
 
 
+def row_group_runs(rows: Sequence[int], group_starts: Sequence[int]) -> Iterator[tuple[int, list[int]]]:
+    """Split unit row indices, in their order, into runs that lie in one row group: (group, local indices).
+
+    `group_starts` holds the first row of every row group plus the total row count at the end. Rows in
+    ascending order (as plans hold them) give one run per row group touched.
+    """
+    group, local = -1, []
+    for row in rows:
+        if not 0 <= row < group_starts[-1]:
+            raise IndexError(f"row {row} is outside a unit of {group_starts[-1]} rows")
+        g = bisect.bisect_right(group_starts, row) - 1
+        if g != group and local:
+            yield group, local
+            local = []
+        group = g
+        local.append(row - group_starts[g])
+    if local:
+        yield group, local
+
+
+def iter_slice_chunks(piece: ShardSlice, chunk_rows: int) -> Iterator[pa.Table]:
+    """The rows of one slice as tables of exactly `chunk_rows` rows (the last one shorter), one contiguous chunk each.
+
+    Only the document columns of one unit row group are read at a time and released once their rows are
+    taken, so memory is bounded by a row group plus one output chunk, never by the unit. Each chunk is
+    written as one row group, which is where the old whole-slice `write_table` cut them too: the output
+    bytes do not change.
+    """
+    fs, path = url_to_fs(piece.unit_path)
+    with fs.open(path, "rb") as f:
+        unit = pq.ParquetFile(f)
+        meta = unit.metadata
+        starts = [0]
+        for g in range(meta.num_row_groups):
+            starts.append(starts[-1] + meta.row_group(g).num_rows)
+        pending: list[pa.Table] = []
+        buffered = 0
+        for group, local in row_group_runs(piece.rows, starts):
+            # One thread: shards already run side by side, and per-thread allocator arenas doubled the peak.
+            columns = unit.read_row_group(group, columns=DOC_COLUMNS, use_threads=False)
+            taken = columns.take(pa.array(local, pa.int64()))
+            del columns
+            pending.append(taken)
+            buffered += taken.num_rows
+            if buffered < chunk_rows:
+                continue
+            table = pa.concat_tables(pending).combine_chunks()  # one contiguous array per column, as before
+            offset = 0
+            while buffered - offset >= chunk_rows:
+                yield table.slice(offset, chunk_rows)
+                offset += chunk_rows
+            rest = table.slice(offset)
+            pending, buffered = ([rest] if rest.num_rows else []), rest.num_rows
+        if buffered:
+            yield pa.concat_tables(pending).combine_chunks()
+
+
 def write_shard(plan: ShardPlan, row_group_rows: int, compression_level: int) -> dict:
-    """Copy the planned rows from unit files into one shard; returns its manifest entry."""
+    """Stream the planned rows from unit files into one shard, row group by row group; returns its manifest entry."""
     writer = AtomicParquetWriter(plan.path, DOC_SCHEMA, compression_level)
     try:
         for piece in plan.slices:
-            fs, path = url_to_fs(piece.unit_path)
-            table = pq.read_table(path, columns=DOC_COLUMNS, filesystem=fs)
-            writer.write(table.take(pa.array(piece.rows, pa.int64())), row_group_rows)
+            for chunk in iter_slice_chunks(piece, row_group_rows):
+                writer.write(chunk, row_group_rows)
         writer.commit()
     except BaseException:
         writer.abort()
         raise
     sha, size = file_sha256(plan.path)
     return {"path": plan.name, "rows": writer.rows, "bytes": size, "text_bytes": plan.text_bytes, "sha256": sha}
+
+
+T = TypeVar("T")
+
+
+class _Future(Protocol):
+    def result(self) -> Any: ...
+
+
+def bounded_in_order(submit: Callable[[T], _Future], items: Iterable[T], limit: int) -> Iterator[Any]:
+    """Submit `items` with at most `limit` in flight; yield their results in item order.
+
+    A window, not a map: the next item is submitted only once the oldest one finished, so a corpus of
+    thousands of shards never has more than `limit` of them reading and writing at once.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    window: deque[_Future] = deque()
+    for item in items:
+        window.append(submit(item))
+        if len(window) >= limit:
+            yield window.popleft().result()
+    while window:
+        yield window.popleft().result()

@@ -10,21 +10,32 @@ documents at all (WARC request/metadata/warcinfo records, the MediaWiki siteinfo
 On a corrupt or truncated input a reader first yields every complete record before the damage and
 then raises `ReaderError` with a message that says where it stopped.
 
+Identity: `plan_units` fingerprints every input once (a file split into many units is hashed once, and a
+local file whose path, inode, size and mtime are unchanged since an earlier run is not hashed at all, see
+`cached_content_fingerprint`) and carries the result in `WorkUnit.content`, so the workers never re-hash.
+
 Kinds live in their own modules: `wikipedia.py`, `common_crawl.py`, `books.py`, `hf_dataset.py`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from data_specs.sources import CommonCrawlSource, HFDatasetSource, SourceSpec, WikipediaSource
 from tasks.common.documents import Document, Dropped
-from tasks.common.io import content_fingerprint, expand_paths, file_size, open_decompressed
+from tasks.common.io import cached_content_fingerprint, expand_paths, file_size, open_decompressed, open_raw
+
+# An hf_dataset stored as Parquet becomes units of whole row groups of about this many rows (at least
+# one row group, never crossing a file), like `split_bytes` for a dump.
+HF_ROWS_PER_UNIT = 100_000
 
 
 class ReaderError(Exception):
@@ -33,18 +44,26 @@ class ReaderError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class WorkUnit:
-    """One input file, or the byte range [start, end) of a large splittable one."""
+    """One input file, or the byte range [start, end) of a large splittable one.
+
+    An `hf_dataset` unit is either the whole dataset (`url` is `hf://<name>[/<config>]:<split>`) or the
+    rows [start, end) of one of its Parquet files, whose first row is the dataset's row `first_row`.
+    `content` is the input's fingerprint when the planner computed it (see `unit_content_fingerprint`);
+    it is derived from the other fields and the file, so it takes no part in equality.
+    """
 
     source_index: int
     kind: str
     url: str
     start: int | None = None
     end: int | None = None
+    first_row: int | None = None
+    content: str | None = dataclasses.field(default=None, compare=False)
 
     @property
     def label(self) -> str:
-        """Short human label: the file's basename, plus the byte range when there is one."""
-        if self.url.startswith("hf://"):
+        """Short human label: the file's basename, plus the byte (or row) range when there is one."""
+        if self.url.startswith("hf://") and self.first_row is None:
             return self.url.removeprefix("hf://")
         path = urlsplit(self.url).path if "://" in self.url else self.url
         name = os.path.basename(path.rstrip("/")) or self.url
@@ -61,8 +80,7 @@ def plan_units(source: SourceSpec, source_index: int) -> tuple[list[WorkUnit], l
     bz2, where each unit owns the bz2 streams starting in its range); everything else is one unit per file.
     """
     if isinstance(source, HFDatasetSource):
-        url = f"hf://{source.name}{'/' + source.config if source.config else ''}:{source.split}"
-        return [WorkUnit(source_index, source.kind, url)], []
+        return with_content(source, hf_units(source, source_index)), []
     files, problems = expand_paths(list(source.paths))
     if isinstance(source, CommonCrawlSource) and source.paths_file:
         listed, problem = read_paths_listing(source.paths_file, source.base_url, source.max_files)
@@ -79,7 +97,103 @@ def plan_units(source: SourceSpec, source_index: int) -> tuple[list[WorkUnit], l
                     units.append(WorkUnit(source_index, source.kind, url, start, min(start + source.split_bytes, size)))
                 continue
         units.append(WorkUnit(source_index, source.kind, url))
-    return units, problems
+    return with_content(source, units), problems
+
+
+def with_content(source: SourceSpec, units: list[WorkUnit]) -> list[WorkUnit]:
+    """The units with `content` filled in, hashing each file once however many units share it.
+
+    Filled for local files, files shared by several units and hf_dataset units. A remote file that is
+    one unit keeps `content` empty: its worker asks the store for the ETag itself, so a long list of
+    remote files is not queried one by one here. A file that cannot be fingerprinted now also stays
+    empty: its unit fingerprints it and fails there, as one failed unit, instead of stopping the planning.
+    """
+    fingerprint_file = functools.cache(cached_content_fingerprint)
+    shared = Counter(unit.url for unit in units)
+    filled = []
+    for unit in units:
+        local = "://" not in unit.url or unit.url.startswith("file://")
+        if not (local or shared[unit.url] > 1 or unit.kind == "hf_dataset"):
+            filled.append(unit)
+            continue
+        try:
+            content: str | None = _unit_fingerprint(source, unit, fingerprint_file)
+        except Exception:  # noqa: BLE001 - re-raised by the unit that reads the file
+            content = None
+        filled.append(dataclasses.replace(unit, content=content))
+    return filled
+
+
+def dataset_url(source: HFDatasetSource) -> str:
+    """`hf://<name>[/<config>]:<split>`: the whole-dataset unit's url and every hf_dataset Document's origin."""
+    return f"hf://{source.name}{'/' + source.config if source.config else ''}:{source.split}"
+
+
+def hf_units(source: HFDatasetSource, source_index: int, rows_per_unit: int = HF_ROWS_PER_UNIT) -> list[WorkUnit]:
+    """Units of an hf_dataset: runs of whole row groups of its Parquet files, or the whole dataset.
+
+    The files are those `datasets` itself resolves for the split (the `data_files`, or a hub dataset's
+    shards), in its order, so row `first_row + i` here is row `i` of the streamed dataset and ids stay
+    the same. Anything else (json, csv, text builders, an unresolvable hub id, `max_documents` set: a
+    limit per input means per dataset here, a file whose footer cannot be read) stays one unit read by
+    `datasets` streaming, which reports any error as that unit's failure.
+    """
+    whole = [WorkUnit(source_index, source.kind, dataset_url(source))]
+    files = None if source.max_documents is not None else parquet_data_files(source)
+    try:
+        group_rows = [parquet_row_groups(url) for url in files or []]
+    except Exception:  # noqa: BLE001 - see above
+        return whole
+    if not files:
+        return whole
+    units: list[WorkUnit] = []
+    first_row = 0
+    for url, sizes in zip(files, group_rows, strict=True):
+        for start, end in row_ranges(sizes, rows_per_unit):
+            units.append(WorkUnit(source_index, source.kind, url, start, end, first_row))
+        first_row += sum(sizes)
+    return units
+
+
+def parquet_data_files(source: HFDatasetSource) -> list[str] | None:
+    """The split's files as `datasets` resolves them, when its builder is Parquet; None otherwise."""
+    try:
+        import datasets
+
+        kwargs: dict = {}
+        if source.revision:
+            kwargs["revision"] = source.revision
+        if source.data_files:
+            kwargs["data_files"] = list(source.data_files)
+        builder = datasets.load_dataset_builder(source.name, source.config, **kwargs)
+        files = (builder.config.data_files or {}).get(source.split)
+    except Exception:  # noqa: BLE001 - not resolvable here: the single streaming unit reports it
+        return None
+    return [str(f) for f in files] if builder.name == "parquet" and files else None
+
+
+def parquet_row_groups(url: str) -> list[int]:
+    """Row counts of a Parquet file's row groups, from its footer."""
+    import pyarrow.parquet as pq
+
+    with open_raw(url) as f:
+        meta = pq.ParquetFile(f).metadata
+        return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+def row_ranges(group_rows: list[int], rows_per_unit: int) -> list[tuple[int, int]]:
+    """Cut consecutive row groups into [start, end) row ranges of at most `rows_per_unit` rows each
+    (a bigger row group is a range of its own); empty row groups add nothing."""
+    ranges: list[tuple[int, int]] = []
+    start = end = 0
+    for rows in group_rows:
+        if end > start and end - start + rows > rows_per_unit:
+            ranges.append((start, end))
+            start = end
+        end += rows
+    if end > start:
+        ranges.append((start, end))
+    return ranges
 
 
 def read_paths_listing(listing: str, base_url: str, max_files: int | None) -> tuple[list[str], list[tuple[str, str]]]:
@@ -100,22 +214,36 @@ def unit_content_fingerprint(source: SourceSpec, unit: WorkUnit) -> str:
     """What identifies the unit's input content: the file's fingerprint plus the byte range.
 
     For `hf_dataset`, the dataset coordinates (name, config, split, revision, data files); a local data
-    file also contributes its content fingerprint, so editing it invalidates the cache.
+    file also contributes its content fingerprint, so editing it invalidates the cache. A row-range unit
+    adds its file's fingerprint, the file's first row and the range.
+
+    The planner's `unit.content` is used when present; otherwise the files are fingerprinted here
+    (through the cache of `cached_content_fingerprint`). Either way the string is the one earlier
+    versions produced for whole files, byte ranges and whole-dataset units, so their caches stay valid.
     """
+    if unit.content is not None:
+        return unit.content
+    return _unit_fingerprint(source, unit, cached_content_fingerprint)
+
+
+def _unit_fingerprint(source: SourceSpec, unit: WorkUnit, fingerprint_file: Callable[[str], str]) -> str:
+    """`unit_content_fingerprint` with the per-file fingerprint function given (the planner memoises it)."""
     if isinstance(source, HFDatasetSource):
         files = []
         for f in source.data_files or []:
             local = "://" not in f or f.startswith("file://")
-            files.append([f, content_fingerprint(f) if local and os.path.exists(f.removeprefix("file://")) else None])
-        payload = {
+            files.append([f, fingerprint_file(f) if local and os.path.exists(f.removeprefix("file://")) else None])
+        payload: dict = {
             "name": source.name,
             "config": source.config,
             "split": source.split,
             "revision": source.revision,
             "data_files": files,
         }
+        if unit.first_row is not None:
+            payload["part"] = [fingerprint_file(unit.url), unit.first_row, unit.start, unit.end]
         return "hf:" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    fingerprint = content_fingerprint(unit.url)
+    fingerprint = fingerprint_file(unit.url)
     if unit.start is None and unit.end is None:
         return fingerprint
     return f"{fingerprint}[{unit.start}:{unit.end}]"

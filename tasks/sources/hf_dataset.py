@@ -10,23 +10,31 @@ with one (`:` appears in neither hub ids nor builder names, so the two forms can
 share an id. Two sources of the same builder with different `data_files` and no `id_field` do (row 0
 of each): the corpus step refuses that (`DuplicateDocumentId`); set an `id_field` unique across them.
 
+Units (`tasks.sources.core.hf_units`): a dataset stored as Parquet (its `data_files`, or a hub dataset's
+shards) is read in runs of whole row groups with pyarrow, each unit knowing the dataset row index of its
+first row, so `<row>` is the same global index as in one streamed pass. Other datasets are one unit.
+
 Streaming: rows are never all held in memory. Offline use (`HF_DATASETS_OFFLINE=1`) works for builder
 names with local data files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from data_specs.sources import HFDatasetSource
 from tasks.common.documents import Document, Dropped
-from tasks.sources.core import WorkUnit
+from tasks.common.io import open_raw
+from tasks.sources.core import WorkUnit, dataset_url
 
 SOURCE = "hf_dataset"
 
 
 def read_hf_dataset(source: HFDatasetSource, unit: WorkUnit) -> Iterator[Document | Dropped]:
     """Yield one Document per row (Dropped for rows whose text is missing or empty)."""
+    if unit.first_row is not None:
+        yield from _records(source, _parquet_rows(source, unit), unit.first_row + (unit.start or 0))
+        return
     import datasets
 
     kwargs = {"split": source.split, "streaming": True}
@@ -34,9 +42,31 @@ def read_hf_dataset(source: HFDatasetSource, unit: WorkUnit) -> Iterator[Documen
         kwargs["revision"] = source.revision
     if source.data_files:
         kwargs["data_files"] = list(source.data_files)
-    rows = datasets.load_dataset(source.name, source.config, **kwargs)
+    yield from _records(source, datasets.load_dataset(source.name, source.config, **kwargs), 0)
+
+
+def _parquet_rows(source: HFDatasetSource, unit: WorkUnit, batch_rows: int = 1024) -> Iterator[dict]:
+    """Rows [start, end) of the unit's Parquet file (whole row groups), only the columns a Document uses."""
+    import pyarrow.parquet as pq
+
+    with open_raw(unit.url) as f:
+        parquet = pq.ParquetFile(f)
+        groups, offset = [], 0
+        for i in range(parquet.metadata.num_row_groups):
+            if (unit.start or 0) <= offset < (unit.end if unit.end is not None else float("inf")):
+                groups.append(i)
+            offset += parquet.metadata.row_group(i).num_rows
+        wanted = [source.text_field, source.id_field, "url", "title"]
+        columns = [c for c in dict.fromkeys(wanted) if c and c in parquet.schema_arrow.names]
+        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns):
+            yield from batch.to_pylist()
+
+
+def _records(source: HFDatasetSource, rows: Iterable[dict], first_index: int) -> Iterator[Document | Dropped]:
+    """Documents (or Dropped) for rows whose dataset row index starts at `first_index`."""
     prefix = id_prefix(source)
-    for index, row in enumerate(rows):
+    origin = dataset_url(source)
+    for index, row in enumerate(rows, first_index):
         native = row.get(source.id_field) if source.id_field else index
         doc_id = f"{prefix}/{native if native is not None else index}"
         text = row.get(source.text_field)
@@ -51,7 +81,7 @@ def read_hf_dataset(source: HFDatasetSource, unit: WorkUnit) -> Iterator[Documen
             source=SOURCE,
             url=row.get("url") if isinstance(row.get("url"), str) else None,
             title=row.get("title") if isinstance(row.get("title"), str) else None,
-            origin=unit.url,
+            origin=origin,
         )
 
 

@@ -39,7 +39,8 @@ from tasks.sources.core import ReaderError, WorkUnit, read_unit, unit_content_fi
 
 # Bump when a change in this code (or in a reader) changes unit outputs for the same inputs and spec.
 # 2: readers' document ids changed; summaries say whether the unit is complete.
-UNIT_FORMAT_VERSION = 2
+# 3: Gopher/C4/FineWeb decide (and compute their signals) as datatrove 0.10.1 does.
+UNIT_FORMAT_VERSION = 3
 
 BATCH_DOCS = 256
 

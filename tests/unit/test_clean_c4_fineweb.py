@@ -75,9 +75,11 @@ def test_c4_line_switches_keep_lines():
 
 
 def test_sentence_count():
-    assert count_sentences("One. Two! Three? \"Four.\" Five") == 4
+    """Counts as spaCy's sentencizer (datatrove's English sentence splitter) does on these lines."""
+    assert count_sentences("One. Two! Three? \"Four.\" Five") == 5  # the unterminated tail is a sentence
     assert count_sentences("Version 3.14 is out.") == 1
-    assert count_sentences("你好。再见！") == 2
+    assert count_sentences("Mr. Smith saw e.g. a dog... and then left. U.S. troops") == 2
+    assert count_sentences("你好。再见！") == 1  # no space after the CJK stop: spaCy keeps one token
 
 
 LONG_NO_PUNCT = [" ".join(unique_words(6, seed=i)) for i in range(12)]  # lines of ~47 chars, no punctuation

@@ -7,13 +7,17 @@ Hub), so the loopback server test below uses the real http path.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from data_specs.sources import HFDatasetSource
 from tasks.common.documents import Document, Dropped
-from tasks.sources.core import plan_units, read_unit, unit_content_fingerprint
+from tasks.sources.core import (
+    WorkUnit, dataset_url, hf_units, plan_units, read_unit, row_ranges, unit_content_fingerprint,
+)
 from tasks.sources.hf_dataset import id_prefix
 from tests.unit._sources_http import http_server  # noqa: F401 - fixture
 
@@ -52,12 +56,17 @@ def test_fingerprint_follows_coordinates_and_content(tmp_path):
     path = tmp_path / "a.jsonl"
     write_jsonl(path, [{"text": "x"}])
     src = source(name="json", data_files=[str(path)])
-    unit = plan_units(src, 0)[0][0]
-    fp = unit_content_fingerprint(src, unit)
-    assert fp == unit_content_fingerprint(src, unit)
-    assert fp != unit_content_fingerprint(source(name="json", data_files=[str(path)], revision="abc"), unit)
+
+    def planned(s):  # the planner fingerprints each unit of its own source
+        (unit,), _ = plan_units(s, 0)
+        assert unit.content == unit_content_fingerprint(s, replace(unit, content=None))
+        return unit.content
+
+    fp = planned(src)
+    assert fp == planned(src)
+    assert fp != planned(source(name="json", data_files=[str(path)], revision="abc"))
     write_jsonl(path, [{"text": "y"}])
-    assert fp != unit_content_fingerprint(src, unit)
+    assert fp != planned(src)
 
 
 def test_http_data_file(tmp_path, http_server):
@@ -74,3 +83,53 @@ def test_ids_are_unique_across_configs_and_splits(tmp_path):
            for c in (None, "first", "second")]
     assert ids == ["hf_dataset/json/train/0", "hf_dataset/json:first/train/0", "hf_dataset/json:second/train/0"]
     assert id_prefix(source(name="org/set", config="first", split="test")) == "hf_dataset/org/set:first/test"
+
+
+def write_shards(folder, n_files=3, rows=5, row_group_size=2):
+    """`n_files` Parquet files named like a hub dataset's shards; row r of file f has text "f-r" (row 1 of
+    every file is empty) and key "k<f>-<r>" (None for row 3, so its id falls back to the global row index)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in range(n_files):
+        table = pa.table({
+            "text": ["" if r == 1 else f"{f}-{r}" for r in range(rows)],
+            "key": [None if r == 3 else f"k{f}-{r}" for r in range(rows)],
+            "extra": list(range(rows)),
+        })
+        pq.write_table(table, folder / f"train-{f:05d}-of-{n_files:05d}.parquet", row_group_size=row_group_size)
+
+
+def whole(src):
+    """The dataset read as one unit by `datasets` streaming (the only reading before issue 9)."""
+    return list(read_unit(src, WorkUnit(0, "hf_dataset", dataset_url(src))))
+
+
+@pytest.mark.parametrize("layout", ["data_files", "hub_folder"])
+def test_parquet_dataset_splits_into_units_with_the_same_ids(tmp_path, layout):
+    """Issue 9: an hf_dataset was one unit. Stored as several Parquet files it is now one unit per run of
+    row groups, and reading every unit gives exactly the records (ids with global row index) of one pass."""
+    write_shards(tmp_path / "data")
+    if layout == "data_files":
+        src = source(name="parquet", data_files=[str(tmp_path / "data" / "*.parquet")])
+    else:  # a local folder shaped like a hub dataset, with an id column that is sometimes null
+        src = source(name=str(tmp_path), id_field="key")
+    units, problems = plan_units(src, 0)
+    assert not problems and len(units) == 3 and [u.first_row for u in units] == [0, 5, 10]
+    assert len({u.content for u in units}) == 3 and plan_units(src, 0)[0] == units  # distinct, deterministic
+    split = [r for u in units for r in read_unit(src, u)]
+    assert split == whole(src) and len(split) == 15
+    prefix = id_prefix(src)
+    assert split[8].id == f"{prefix}/8"  # file 1, row 3 (null key): the global row index, not 3
+    assert split[7].id == f"{prefix}/{'7' if layout == 'data_files' else 'k1-2'}"
+    assert split[6] == Dropped(split[6].id, "hf_dataset/empty")
+
+
+def test_row_ranges_of_a_single_file_equal_the_whole(tmp_path):
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(11)]}), tmp_path / "big.parquet", row_group_size=3)
+    src = source(name="parquet", data_files=[str(tmp_path / "big.parquet")])
+    units = hf_units(src, 0, rows_per_unit=6)
+    assert [(u.start, u.end, u.label) for u in units] == [(0, 6, "big.parquet[0:6]"), (6, 11, "big.parquet[6:11]")]
+    assert [r for u in units for r in read_unit(src, u)] == whole(src)
+    assert row_ranges([3, 3, 3, 2], 1) == [(0, 3), (3, 6), (6, 9), (9, 11)]
+    assert row_ranges([4, 0, 1], 5) == [(0, 5)]
+    limited = source(name="parquet", data_files=[str(tmp_path / "big.parquet")], max_documents=2)
+    assert len(plan_units(limited, 0)[0]) == 1  # a limit per input means per dataset: one unit
