@@ -42,6 +42,11 @@ def _entries(raw: str) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def armed(name: str) -> bool:
+    """Whether `LMPIPE_FAULTS` names the point `name`: lets a hot loop check once instead of per record."""
+    return any(point == name for _, point, _, _ in _entries(os.environ.get(ENV, "")))
+
+
 def fault_point(name: str, detail: str = "") -> None:
     """Fire the configured fault for `name` (once per run), or do nothing (the normal case)."""
     raw = os.environ.get(ENV)

@@ -19,7 +19,6 @@ else. The two ways a unit ends early:
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -112,18 +111,13 @@ def load_cached(summary_path: str) -> UnitResult | None:
     return result
 
 
-def _record_fault_armed() -> bool:
-    """Whether the fault suite targets `curate.record` (read once per unit, never per record)."""
-    return "curate.record" in os.environ.get(faults.ENV, "")
-
-
 def _count_records(records: Iterable[Record], result: UnitResult, stats: Counter[str]) -> Iterator[Document]:
     """Count every record in and the reader's drops; mark the unit complete when the reader ends cleanly.
 
     A `ReaderError` becomes `result.error` (the records before it are kept). Every other exception
     propagates and fails the unit (see the module docstring).
     """
-    armed = _record_fault_armed()
+    armed = faults.armed("curate.record")  # checked once per unit, never per record
     try:
         for record in records:
             if armed:  # detail "<label>#<records so far>": a test can fail a unit mid-stream
