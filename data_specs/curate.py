@@ -36,6 +36,12 @@ class RunSpec(StrictModel):
         "variable LMPIPE_TASK_RUNNER overrides this.",
     )
     ray_address: str | None = Field(None, description="Ray cluster address (ray://host:10001); RAY_ADDRESS wins.")
+    dedup_engine: Literal["auto", "local", "ray"] = Field(
+        "auto",
+        description="Where global near-dedup runs: 'local' = streamed on this node; 'ray' = a Ray Data job on the "
+        "Ray cluster (RAY_ADDRESS / ray_address, else a local Ray with `workers` CPUs); 'auto' = 'ray' when "
+        "the task runner is 'ray', else 'local'. Same decisions either way. LMPIPE_DEDUP_ENGINE overrides this.",
+    )
     retries: int = Field(2, ge=0, description="Prefect retries for I/O-bound tasks.")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from contextlib import nullcontext
 from typing import Any
 
 from fsspec.core import url_to_fs
@@ -32,7 +33,7 @@ from prefect.artifacts import update_progress_artifact
 from prefect.futures import PrefectFuture, as_completed
 
 from data_specs import CurateSpec, curate_fingerprint, load_curate_spec
-from flows.runners import apply_run_overrides, chosen_runner, make_task_runner
+from flows.runners import apply_run_overrides, chosen_dedup_engine, chosen_runner, make_task_runner, ray_session
 from tasks.common.faults import fault_point
 from tasks.common.lock import output_lock
 from tasks.corpus.core import plan_shards, read_manifest, remove_stale_shards
@@ -143,7 +144,9 @@ def _assemble(
     fs, manifest_path = url_to_fs(f"{output}/manifest.json")
     if fs.exists(manifest_path):
         fs.rm(manifest_path)  # the old manifest must not describe shards we are about to replace
-    outcome = deduplicate_task(results, spec.dedup, work_dir)
+    engine = chosen_dedup_engine(spec.run)
+    with ray_session(spec.run) if engine == "ray" else nullcontext():
+        outcome = deduplicate_task(results, spec.dedup, work_dir, engine)
     fault_point("curate.dedup_done")
     plans = plan_shards(outcome, output, spec.shards.target_mb)
 

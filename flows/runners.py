@@ -1,13 +1,18 @@
-"""Pick the Prefect task runner for CPU-heavy maps: local threads + processes, or a Ray cluster.
+"""Pick the Prefect task runner for CPU-heavy maps (local threads + processes, or a Ray cluster) and the
+engine of global dedup (this node, or a Ray Data job).
 
 `LMPIPE_TASK_RUNNER=ray` (or `run.task_runner: ray` in the spec) runs each unit as a Ray task via
 prefect-ray. The cluster is `RAY_ADDRESS` if set, else `run.ray_address`, else a local Ray started
-with `run.workers` CPUs.
+with `run.workers` CPUs. Global near-dedup follows the runner (`run.dedup_engine: auto`) unless
+`LMPIPE_DEDUP_ENGINE` or the spec says otherwise; `ray_session` connects to the same cluster.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -20,6 +25,38 @@ def chosen_runner(run: RunSpec) -> str:
     if choice not in ("threads", "ray"):
         raise ValueError(f"LMPIPE_TASK_RUNNER={choice!r}: use 'threads' or 'ray'")
     return choice
+
+
+def chosen_dedup_engine(run: RunSpec) -> str:
+    """'local' or 'ray' for global near-dedup: LMPIPE_DEDUP_ENGINE, else the spec; 'auto' follows the runner."""
+    choice = os.environ.get("LMPIPE_DEDUP_ENGINE", run.dedup_engine).strip().lower()
+    if choice not in ("auto", "local", "ray"):
+        raise ValueError(f"LMPIPE_DEDUP_ENGINE={choice!r}: use 'auto', 'local' or 'ray'")
+    if choice == "auto":
+        return "ray" if chosen_runner(run) == "ray" else "local"
+    return choice
+
+
+@contextmanager
+def ray_session(run: RunSpec) -> Iterator[None]:
+    """Ray for a Ray Data job: the connection this process already has (prefect-ray's, during a Ray-run
+    flow), else `RAY_ADDRESS` / `run.ray_address`, else a local Ray with `run.workers` CPUs, shut down after."""
+    import ray
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+    if ray.is_initialized():
+        yield
+        return
+    address = os.environ.get("RAY_ADDRESS") or run.ray_address
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=run.workers, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def make_task_runner(run: RunSpec) -> TaskRunner:

@@ -11,8 +11,9 @@ ids) and spills each unit's signatures and its 18 LSH band keys to local scratch
 signature rows of the pairs it verifies; ambiguous pairs of all bands are settled together, so a unit's
 text is read once per block of ambiguous pairs (once per run below `ExactJaccard.block_pairs`), not
 once per band. Disk: 4 * num_perm + 8 * bands bytes per document in the scratch folder, removed after.
-The survivors' `kept_rows` tuple (about 120 bytes per kept document) is the one per-document Python
-structure left; it is the interface to the shard plan.
+The survivors (`KeptRows`: unit, row and text bytes as arrays, 20 bytes per kept document) are the
+interface to the shard plan. With the Ray engine, pass 2's near dedup is a Ray Data job instead
+(`tasks.corpus.ray_dedup`): nothing is spilled, and band keys and signatures are read by the cluster's tasks.
 
 Ids must be unique across the whole corpus (every source, wiki and folder): `removed.parquet` maps
 an id to its survivor, and shards are keyed by id. Dedup checks this once the ids are read (Arrow's
@@ -32,7 +33,8 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -42,9 +44,10 @@ from fsspec.core import url_to_fs
 
 from data_specs import DedupSpec
 from tasks.dedup.core import REASON_CODES, Decisions, ExactJaccard, decide
-from tasks.dedup.lsh import band_keys
+from tasks.corpus.unit_files import has_band_keys, load_texts, fixed_list_matrix
+from tasks.dedup.lsh import band_key_matrix
 from tasks.dedup.minhash import EMPTY
-from tasks.shards.core import AtomicParquetWriter, ShardPlan, plan_balanced_shards
+from tasks.shards.core import AtomicParquetWriter, KeptRows, ShardPlan, plan_balanced_shards
 from tasks.units.core import UnitResult
 
 REMOVED_SCHEMA = pa.schema(
@@ -64,7 +67,7 @@ class DuplicateDocumentId(ValueError):
 class DedupOutcome:
     """Global dedup decisions: which unit rows survive, and counts for the manifest."""
 
-    kept_rows: tuple[tuple[str, int, int], ...]  # (unit path, row, text bytes) in corpus order
+    kept_rows: KeptRows                          # (unit path, row, text bytes) of each survivor, in corpus order
     removed: dict[str, int]                      # reason -> documents removed
     clusters: int
     cluster_sizes: dict[int, int]
@@ -74,6 +77,7 @@ class DedupOutcome:
     removed_path: str | None
     kept_by_source: dict[str, int]
     kept_languages: dict[str, int]
+    engine: str = "local"                        # where near dedup ran: "local" (this node) or "ray" (Ray Data)
 
 
 def unit_order(results: Sequence[UnitResult]) -> list[UnitResult]:
@@ -81,23 +85,34 @@ def unit_order(results: Sequence[UnitResult]) -> list[UnitResult]:
     return sorted(results, key=lambda r: (r.source_index, r.url, r.start or 0))
 
 
-def deduplicate_units(results: Sequence[UnitResult], spec: DedupSpec, work_dir: str) -> DedupOutcome:
+def deduplicate_units(results: Sequence[UnitResult], spec: DedupSpec, work_dir: str, engine: str = "local",
+                      ray_rows_per_group: int | None = None) -> DedupOutcome:
     """Global exact + near dedup over every unit's rows; writes the removed ids with their survivors.
 
-    Streams: pass 1 reads one unit's small columns at a time into compact arrays and spills its
-    signatures and LSH band keys to local scratch files; pass 2 (`decide`) loads one band's keys at a
-    time and memory-maps only the signature rows it verifies. See `_CorpusColumns` for the memory bound.
+    engine="local" streams on this node: pass 1 reads one unit's small columns at a time into compact arrays
+    and spills its signatures and LSH band keys to local scratch files; pass 2 (`decide`) loads one band's
+    keys at a time and reads only the signature rows it verifies (see `_CorpusColumns` for the memory bound).
+    engine="ray" keeps pass 1's compact arrays (no spill) and runs near dedup as a Ray Data job on the Ray
+    this process is connected to (`tasks.corpus.ray_dedup`); the decisions are the same.
     """
+    if engine not in ("local", "ray"):
+        raise ValueError(f"dedup engine {engine!r}: use 'local' or 'ray'")
     ordered = [r for r in unit_order(results) if r.kept]
     with _scratch_dir(work_dir) as scratch:
-        corpus = _read_corpus(ordered, spec, scratch)
+        corpus = _read_corpus(ordered, spec, scratch, spill=engine == "local")
         if not corpus.ids_unique():
             check_unique_ids(corpus.ids.to_pylist(), ordered, corpus.rows_per_unit.tolist(),
                              [bytes(k) for k in corpus.exact_keys])
-        exact = ExactJaccard(lambda rows: _load_texts(corpus.paths, corpus.starts, rows), spec.minhash.ngram)
+        near = None
+        if engine == "ray":
+            from tasks.corpus.ray_dedup import ROWS_PER_GROUP, near_duplicates_ray
+
+            near = partial(near_duplicates_ray, corpus.paths, corpus.starts, mh=spec.minhash,
+                           rows_per_group=ray_rows_per_group or ROWS_PER_GROUP)
+        exact = ExactJaccard(lambda rows: load_texts(corpus.paths, corpus.starts, rows), spec.minhash.ngram)
         decision = decide(corpus.priority_order(spec.source_priority), corpus.exact_groups(), corpus.has_shingles,
-                          corpus.band_keys, corpus.signature_rows, spec, exact_jaccard=exact)
-    return _outcome(corpus, decision, work_dir)
+                          corpus.band_keys, corpus.signature_rows, spec, exact_jaccard=exact, near=near)
+    return replace(_outcome(corpus, decision, work_dir), engine=engine)
 
 
 @dataclass
@@ -120,7 +135,7 @@ class _CorpusColumns:
     exact_keys: np.ndarray        # (n, 16) uint8
     n_bytes: np.ndarray           # (n,) int64
     has_shingles: np.ndarray      # (n,) bool: the signature is not EMPTY
-    signatures: _NpyRows          # (n, P) uint32 on disk
+    signatures: _NpyRows | None   # (n, P) uint32 on disk (None: not spilled, the Ray engine reads unit files)
     band_files: list[str]
 
     @property
@@ -168,8 +183,8 @@ def _scratch_dir(work_dir: str) -> Iterator[str]:
         os.rmdir(parent)
 
 
-def _read_corpus(ordered: Sequence[UnitResult], spec: DedupSpec, scratch: str) -> _CorpusColumns:
-    """Pass 1: one unit at a time, keep the small columns and spill signatures and band keys."""
+def _read_corpus(ordered: Sequence[UnitResult], spec: DedupSpec, scratch: str, spill: bool = True) -> _CorpusColumns:
+    """Pass 1: one unit at a time, keep the small columns and (`spill`) spill signatures and band keys."""
     mh = spec.minhash
     counts = []
     for result in ordered:
@@ -178,15 +193,17 @@ def _read_corpus(ordered: Sequence[UnitResult], spec: DedupSpec, scratch: str) -
     starts = np.r_[0, np.cumsum(counts, dtype=np.int64)].astype(np.int64)
     n = int(starts[-1])
     sig_file = os.path.join(scratch, "signatures.npy")
-    band_files = [os.path.join(scratch, f"band-{b}.npy") for b in range(mh.bands if mh.enabled else 0)]
-    spills = [_NpySpill(sig_file, np.uint32, (n, mh.num_perm))] + [_NpySpill(f, np.uint64, (n,)) for f in band_files]
+    band_files = [os.path.join(scratch, f"band-{b}.npy") for b in range(mh.bands if mh.enabled and spill else 0)]
+    spills = [_NpySpill(sig_file, np.uint32, (n, mh.num_perm))] if spill else []
+    spills += [_NpySpill(f, np.uint64, (n,)) for f in band_files]
     vocab: dict[str, int] = {}
     ids, source, lang = [], np.zeros(n, np.int32), np.zeros(n, np.int32)
     exact_keys, n_bytes, has_shingles = np.zeros((n, 16), np.uint8), np.zeros(n, np.int64), np.zeros(n, bool)
     columns = ["id", "source", "lang", "exact_key", "minhash", "n_bytes"]
     for u, result in enumerate(ordered):
         fs, path = url_to_fs(result.path)
-        table = pq.read_table(path, columns=columns, filesystem=fs)
+        stored_keys = band_files and has_band_keys(pq.read_schema(path, filesystem=fs), mh)
+        table = pq.read_table(path, columns=columns + ["band_keys"] * bool(stored_keys), filesystem=fs)
         lo, hi = int(starts[u]), int(starts[u + 1])
         ids.append(table["id"].combine_chunks())
         source[lo:hi] = _codes(table["source"], vocab)
@@ -196,20 +213,23 @@ def _read_corpus(ordered: Sequence[UnitResult], spec: DedupSpec, scratch: str) -
             data = np.frombuffer(keys.buffers()[1], np.uint8, (hi - lo) * 16, keys.offset * 16)
             exact_keys[lo:hi] = data.reshape(-1, 16)
         n_bytes[lo:hi] = table["n_bytes"].to_numpy()
-        minhash = table["minhash"].combine_chunks()
-        sig = minhash.values.to_numpy().reshape(len(minhash), minhash.type.list_size)
+        sig = fixed_list_matrix(table["minhash"])
         has_shingles[lo:hi] = ~np.all(sig == EMPTY, axis=1)
-        spills[0].append(sig)
-        for b, spill in enumerate(spills[1:]):
-            spill.append(band_keys(sig[:, b * mh.rows : (b + 1) * mh.rows]))
-        del table, sig, minhash
+        if spill:
+            spills[0].append(sig)
+        if band_files:
+            keys = (fixed_list_matrix(table["band_keys"]) if stored_keys
+                    else band_key_matrix(sig, mh.bands, mh.rows))
+            for b, band_spill in enumerate(spills[1:]):
+                band_spill.append(keys[:, b])
+        del table, sig
     for spill in spills:
         spill.close()
     return _CorpusColumns(
         paths=[r.path for r in ordered], starts=starts,
         ids=pa.concat_arrays(ids) if ids else pa.array([], pa.string()),
         source=source, lang=lang, vocab=list(vocab), exact_keys=exact_keys, n_bytes=n_bytes,
-        has_shingles=has_shingles, signatures=_NpyRows(sig_file),
+        has_shingles=has_shingles, signatures=_NpyRows(sig_file) if spill else None,
         band_files=band_files,
     )
 
@@ -299,8 +319,8 @@ def _outcome(corpus: _CorpusColumns, decision: Decisions, work_dir: str) -> Dedu
     removed_counts = Counter(dict(zip(*np.unique(decision.reason[removed_rows], return_counts=True))))
     survivors = np.flatnonzero(decision.reason == 0)
     unit_of = np.searchsorted(corpus.starts, survivors, side="right") - 1
-    kept = tuple(zip((corpus.paths[u] for u in unit_of.tolist()), (survivors - corpus.starts[unit_of]).tolist(),
-                     corpus.n_bytes[survivors].tolist()))
+    kept = KeptRows(tuple(corpus.paths), unit_of.astype(np.int32), survivors - corpus.starts[unit_of],
+                    corpus.n_bytes[survivors])
     return DedupOutcome(
         kept_rows=kept,
         removed={names[int(c)]: int(k) for c, k in sorted(removed_counts.items(), key=lambda x: names[int(x[0])])},
@@ -353,29 +373,6 @@ def check_unique_ids(ids: Sequence[str], units: Sequence[UnitResult], rows_per_u
 def _describe(unit: UnitResult) -> str:
     """`source #i (kind) label <url>`: enough to find the input in the spec and on disk."""
     return f"source #{unit.source_index} ({unit.kind}) {unit.label} <{unit.url}>"
-
-
-def _load_texts(paths: Sequence[str], starts: np.ndarray, rows: np.ndarray) -> list[str]:
-    """Texts of the given corpus rows (only for ambiguous LSH pairs): per unit file, only the row groups that
-    hold a wanted row, each unit opened once per call."""
-    rows = np.asarray(rows, dtype=np.int64)
-    unit_of = np.searchsorted(starts, rows, side="right") - 1
-    out: list[str | None] = [None] * rows.size
-    for u in np.unique(unit_of).tolist():
-        picks = np.flatnonzero(unit_of == u)
-        local = rows[picks] - starts[u]
-        fs, path = url_to_fs(paths[u])
-        with fs.open(path, "rb") as f:
-            pf = pq.ParquetFile(f)
-            group_starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
-            groups = np.searchsorted(group_starts, local, side="right") - 1
-            wanted = np.unique(groups)
-            column = pf.read_row_groups(wanted.tolist(), columns=["text"])["text"]
-            offsets = np.cumsum(np.r_[0, [group_starts[g + 1] - group_starts[g] for g in wanted]])
-            at = offsets[np.searchsorted(wanted, groups)] + (local - group_starts[groups])
-            for k, text in zip(picks.tolist(), column.take(pa.array(at, pa.int64())).to_pylist()):
-                out[k] = text
-    return out  # type: ignore[return-value]
 
 
 def plan_shards(outcome: DedupOutcome, output: str, target_mb: float) -> list[ShardPlan]:

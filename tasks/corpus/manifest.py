@@ -108,6 +108,7 @@ def build_manifest(
             "verified_pairs": outcome.verified_pairs,
             "exact_checked_pairs": outcome.exact_checked,
             "removed_ids": outcome.removed_path,
+            "engine": outcome.engine,
         },
         "sources": [by_source[i] for i in sorted(by_source)],
         "kept_by_source": outcome.kept_by_source,

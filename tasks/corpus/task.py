@@ -12,9 +12,10 @@ from tasks.units.core import UnitResult
 
 
 @task(cache_policy=NO_CACHE)
-def deduplicate_task(results: list[UnitResult], spec: DedupSpec, work_dir: str) -> DedupOutcome:
-    """Exact + MinHash dedup across all sources; returns the surviving rows and counts."""
-    return deduplicate_units(results, spec, work_dir)
+def deduplicate_task(results: list[UnitResult], spec: DedupSpec, work_dir: str, engine: str = "local") -> DedupOutcome:
+    """Exact + MinHash dedup across all sources (near dedup on this node, or as a Ray Data job on the Ray
+    this process is connected to); returns the surviving rows and counts."""
+    return deduplicate_units(results, spec, work_dir, engine=engine)
 
 
 @task(task_run_name="write-{plan.name}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])

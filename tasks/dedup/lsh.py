@@ -10,13 +10,12 @@ in memory at a time, and only the signature rows of the pairs being verified. Pe
 pure function `band_pairs(keys, seen, ...)`; ambiguous pairs are gathered over all bands and settled by
 exact Jaccard in one call at the end, so the text of a unit is read once per run, not once per band.
 
-How this maps onto a Ray Data job (a later change): the band keys are rows (band, key, local index);
-`groupby(["band", "key"]).map_groups(bucket_pairs)` yields each band's candidate pairs as codes
-`lo * m + hi`; a global distinct over the codes replaces the `seen` set (`seen` only stops a pair found
-by two bands from being verified twice: the union of the bands' codes is the same set, and its size is
-`candidate_pairs`); a join with the signature rows then `verify` gives the clear pairs and the ambiguous
-ones; the ambiguous ones are grouped by unit file for `exact`; `components` runs on the verified edges
-(it depends only on the edge set). No step needs all signatures at once.
+The Ray Data form (`tasks.corpus.ray_dedup`): the band keys are rows (band, key, local index);
+grouped by (band, slice of the key space), `bucket_pairs` yields each band's candidate pairs as codes
+`lo * m + hi`; a distinct over the codes replaces the `seen` set (`seen` only stops a pair found by two bands
+from being verified twice: the union of the bands' codes is the same set, and its size is `candidate_pairs`);
+grouped by a hash of the code, `estimate` and exact Jaccard settle each pair; `components` runs on the
+verified edges (it depends only on the edge set). No step needs all signatures at once.
 """
 
 from __future__ import annotations
@@ -40,6 +39,14 @@ def band_keys(band: np.ndarray) -> np.ndarray:
         key *= _BAND_MUL
         key += band[:, j]
     return _fmix64(key)
+
+
+def band_key_matrix(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, P) signatures -> (n, bands) uint64: column b is `band_keys` of band b (values b*rows .. (b+1)*rows-1)."""
+    out = np.empty((sig.shape[0], bands), dtype=np.uint64)
+    for b in range(bands):
+        out[:, b] = band_keys(sig[:, b * rows : (b + 1) * rows])
+    return out
 
 
 def bucket_pairs(keys: np.ndarray, bucket_cap: int, anchors: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
@@ -44,16 +45,26 @@ DOC_SCHEMA = pa.schema(DOC_FIELDS)
 DOC_COLUMNS = DOC_SCHEMA.names
 
 
-def unit_schema(num_perm: int) -> pa.Schema:
-    """Document columns plus what global dedup needs, so it never re-reads text."""
-    return pa.schema(
-        [
-            *DOC_FIELDS,
-            pa.field("n_bytes", pa.int64(), nullable=False),
-            pa.field("exact_key", pa.binary(16), nullable=False),
-            pa.field("minhash", pa.list_(pa.uint32(), num_perm), nullable=False),
-        ]
-    )
+def unit_schema(num_perm: int, lsh: tuple[int, int] | None = None) -> pa.Schema:
+    """Document columns plus what global dedup needs, so it never re-reads text.
+
+    With `lsh=(bands, rows)` the file also holds each row's LSH band keys (`band_keys`, `bands` uint64 values,
+    `tasks.dedup.lsh.band_key_matrix`), and its schema metadata says for which banding (`lmpipe.lsh`: "18x7"):
+    global dedup then groups rows by them without touching the signatures (see `unit_band_keys`).
+    """
+    fields = [
+        *DOC_FIELDS,
+        pa.field("n_bytes", pa.int64(), nullable=False),
+        pa.field("exact_key", pa.binary(16), nullable=False),
+        pa.field("minhash", pa.list_(pa.uint32(), num_perm), nullable=False),
+    ]
+    if lsh is None:
+        return pa.schema(fields)
+    fields.append(pa.field("band_keys", pa.list_(pa.uint64(), lsh[0]), nullable=False))
+    return pa.schema(fields, metadata={LSH_METADATA_KEY: f"{lsh[0]}x{lsh[1]}"})
+
+
+LSH_METADATA_KEY = b"lmpipe.lsh"
 
 
 def documents_to_columns(docs: Sequence[Document]) -> dict[str, list]:
@@ -163,8 +174,35 @@ def shard_name(index: int, count: int) -> str:
     return f"shard-{index:05d}-of-{count:05d}.parquet"
 
 
+@dataclass(frozen=True)
+class KeptRows:
+    """The rows that survive dedup, in corpus order, as arrays (about 20 bytes per row, no Python objects):
+    row i is row `row[i]` of unit file `paths[unit[i]]`, with `n_bytes[i]` bytes of text.
+    Iterating gives `(unit_path, row, text_bytes)` tuples."""
+
+    paths: tuple[str, ...]
+    unit: np.ndarray     # (k,) int32 index into paths
+    row: np.ndarray      # (k,) int64 row within its unit file
+    n_bytes: np.ndarray  # (k,) int64
+
+    @classmethod
+    def from_tuples(cls, kept: Iterable[tuple[str, int, int]]) -> KeptRows:
+        rows = list(kept)
+        paths = tuple(dict.fromkeys(p for p, _, _ in rows))
+        index = {p: i for i, p in enumerate(paths)}
+        return cls(paths, np.asarray([index[p] for p, _, _ in rows], np.int32),
+                   np.asarray([r for _, r, _ in rows], np.int64), np.asarray([b for _, _, b in rows], np.int64))
+
+    def __len__(self) -> int:
+        return int(self.row.size)
+
+    def __iter__(self) -> Iterator[tuple[str, int, int]]:
+        for u, r, b in zip(self.unit.tolist(), self.row.tolist(), self.n_bytes.tolist()):
+            yield self.paths[u], r, b
+
+
 def plan_balanced_shards(
-    kept: Iterable[tuple[str, int, int]], data_dir: str, target_bytes: int
+    kept: KeptRows | Iterable[tuple[str, int, int]], data_dir: str, target_bytes: int
 ) -> list[ShardPlan]:
     """Split kept rows `(unit_path, row, text_bytes)`, in corpus order, into balanced shards.
 
@@ -172,39 +210,22 @@ def plan_balanced_shards(
     so every shard holds close to `total / k` bytes (documents are never split). The plan depends only
     on the kept rows and the target, never on worker count.
     """
-    rows = list(kept)
-    total = sum(b for _, _, b in rows)
-    count = max(1, math.ceil(total / target_bytes)) if rows else 0
-    count = min(count, len(rows))
-    buckets: list[list[tuple[str, int, int]]] = [[] for _ in range(count)]
-    before = 0
-    for unit_path, row, n_bytes in rows:
-        index = min(count - 1, (before * count) // total) if total else 0
-        buckets[index].append((unit_path, row, n_bytes))
-        before += n_bytes
+    if not isinstance(kept, KeptRows):
+        kept = KeptRows.from_tuples(kept)
+    total = int(kept.n_bytes.sum())
+    count = min(max(1, math.ceil(total / target_bytes)), len(kept)) if len(kept) else 0
+    before = np.cumsum(kept.n_bytes) - kept.n_bytes
+    index = np.minimum(count - 1, before * count // total) if total else np.zeros(len(kept), np.int64)
+    bounds = np.searchsorted(index, np.arange(count + 1), side="left")  # index is non-decreasing
     plans = []
-    for index, bucket in enumerate(buckets):
-        slices: list[ShardSlice] = []
-        current: list[int] = []
-        current_unit: str | None = None
-        for unit_path, row, _ in bucket:
-            if unit_path != current_unit and current:
-                slices.append(ShardSlice(current_unit, tuple(current)))  # type: ignore[arg-type]
-                current = []
-            current_unit = unit_path
-            current.append(row)
-        if current:
-            slices.append(ShardSlice(current_unit, tuple(current)))  # type: ignore[arg-type]
-        plans.append(
-            ShardPlan(
-                index=index,
-                count=count,
-                path=f"{data_dir.rstrip('/')}/{shard_name(index, count)}",
-                slices=tuple(slices),
-                rows=len(bucket),
-                text_bytes=sum(b for _, _, b in bucket),
-            )
-        )
+    for shard in range(count):
+        lo, hi = int(bounds[shard]), int(bounds[shard + 1])
+        units, rows = kept.unit[lo:hi], kept.row[lo:hi]
+        runs = np.r_[0, np.flatnonzero(units[1:] != units[:-1]) + 1, hi - lo] if hi > lo else np.zeros(1, np.int64)
+        slices = tuple(ShardSlice(kept.paths[int(units[a])], tuple(rows[a:b].tolist()))
+                       for a, b in zip(runs[:-1].tolist(), runs[1:].tolist()))
+        plans.append(ShardPlan(index=shard, count=count, path=f"{data_dir.rstrip('/')}/{shard_name(shard, count)}",
+                               slices=slices, rows=hi - lo, text_bytes=int(kept.n_bytes[lo:hi].sum())))
     return plans
 
 

@@ -32,6 +32,7 @@ from tasks.clean.core import Cleaner
 from tasks.common import faults
 from tasks.common.documents import Document, Dropped, Record
 from tasks.dedup.core import MinHasher, exact_key
+from tasks.dedup.lsh import band_key_matrix
 from tasks.shards.core import AtomicParquetWriter, documents_to_columns, unit_schema, write_bytes_atomic
 from tasks.sources.books import book_path
 from tasks.sources.core import ReaderError, WorkUnit, read_unit, unit_content_fingerprint
@@ -172,7 +173,8 @@ def process_unit(
     stats: Counter[str] = Counter()
     cleaner = Cleaner(clean, source.filters, source.languages)
     hasher = MinHasher(minhash)
-    writer = AtomicParquetWriter(result.path, unit_schema(minhash.num_perm), compression_level)
+    lsh = (minhash.bands, minhash.rows)
+    writer = AtomicParquetWriter(result.path, unit_schema(minhash.num_perm, lsh), compression_level)
     try:
         kept_docs = cleaner(_count_records(read_unit(source, unit), result, stats), stats)
         for batch in _batches(kept_docs, BATCH_DOCS):
@@ -183,6 +185,9 @@ def process_unit(
             signatures = hasher.signatures([d.text for d in batch])
             cols["minhash"] = pa.FixedSizeListArray.from_arrays(
                 pa.array(signatures.reshape(-1), pa.uint32()), minhash.num_perm
+            )
+            cols["band_keys"] = pa.FixedSizeListArray.from_arrays(
+                pa.array(band_key_matrix(signatures, *lsh).reshape(-1), pa.uint64()), minhash.bands
             )
             writer.write(pa.table(cols, schema=writer.schema), row_group_rows)
             result.kept += len(batch)

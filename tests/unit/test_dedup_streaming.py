@@ -165,11 +165,12 @@ def _reference_dedup(results: Sequence[UnitResult], spec: DedupSpec) -> dict:
     }
 
 
-def _streaming(results: Sequence[UnitResult], spec: DedupSpec, work: Path) -> dict:
-    out = deduplicate_units(results, spec, str(work))
+def _streaming(results: Sequence[UnitResult], spec: DedupSpec, work: Path, **engine) -> dict:
+    out = deduplicate_units(results, spec, str(work), **engine)
     fields = ("kept_rows", "removed", "clusters", "cluster_sizes", "candidate_pairs", "verified_pairs",
               "exact_checked", "kept_by_source", "kept_languages")
     got = {f: getattr(out, f) for f in fields}
+    got["kept_rows"] = tuple(out.kept_rows)
     got["removed_table"] = (pq.read_table(out.removed_path).to_pydict() if out.removed_path
                             else {"id": [], "reason": [], "survivor_id": []})
     return got
@@ -261,14 +262,14 @@ def test_text_of_each_unit_is_read_once_per_run(generated, tmp_path, monkeypatch
     import tasks.corpus.core as corpus_core
 
     reads: Counter = Counter()
-    real = corpus_core._load_texts
+    real = corpus_core.load_texts
 
     def counting(paths, starts, rows):
         units = np.unique(np.searchsorted(starts, rows, side="right") - 1)
         reads.update(units.tolist())
         return real(paths, starts, rows)
 
-    monkeypatch.setattr(corpus_core, "_load_texts", counting)
+    monkeypatch.setattr(corpus_core, "load_texts", counting)
     out = deduplicate_units(generated, SPEC, str(tmp_path / "work"))
     assert out.exact_checked > 0
     assert reads and max(reads.values()) == 1

@@ -1,0 +1,153 @@
+"""Global near-dedup as a Ray Data job, so the heavy part of dedup grows with the cluster, not one node.
+
+The driver (`tasks.corpus.core.deduplicate_units`) ranks the rows and runs exact dedup on compact arrays;
+this job takes the exact survivors that have shingles, as *local* indices in survivor-priority order
+(`local_row[l]` = corpus row of local index l), and returns the same `NearDupGraph` as the single-node
+`tasks.dedup.lsh.near_duplicates_banded`:
+
+1. **band rows** (`map_batches`, one task per unit file): each unit's `band_keys` column (written by the unit
+   stage; recomputed from `minhash` for a unit written under another banding) becomes rows
+   (band, part, key, local, row); `part` = key mod `parts` splits a band's key space into `parts` slices, so
+   a bucket never spans two slices;
+2. **candidate pairs** (`groupby(["band", "part"]).map_groups`): per (band, slice), the pure
+   `tasks.dedup.lsh.bucket_pairs` (members in ascending local index, so the oversized-bucket anchors are the
+   same highest-priority members as on one node) gives pairs `code = lo * m + hi`, routed by a hash of the code;
+3. **verify** (`groupby("cpart").map_groups`): one task per slice of the code space takes the distinct codes
+   (the union over all bands: the set the single-node path builds with `seen`, and its size is
+   `candidate_pairs`), reads only the signature rows of its pairs from the unit files (the row groups that
+   hold them), keeps the pairs whose estimate passes, and settles the ambiguous ones by exact Jaccard of
+   their texts (`verify="exact"`), as the single-node path does: a pair's decision depends only on the pair;
+4. **components** on the driver over the verified edges (`tasks.dedup.lsh.components`: it depends only on
+   the edge set). The driver holds two (m,) int64 arrays and the edges, never a band or a signature.
+
+Memory per task: one (band, slice) of about `rows_per_group` rows x 32 bytes, or one slice of the pairs with
+their signature rows, or one unit's band keys: bounded by the group size, not by the corpus. The cluster is
+whatever `ray` is connected to (`flows.runners.ray_session`: `RAY_ADDRESS`, `run.ray_address`, else a local
+Ray with `run.workers` CPUs). The decisions equal the single-node path's: `tests/unit/test_dedup_ray.py` on
+the sample corpus and a generated one, and `benchmarks/bench_scale.py --dedup-engine ray` at scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from data_specs import MinHashSpec
+from tasks.corpus.unit_files import load_texts, read_signature_rows, unit_band_keys
+from tasks.dedup.core import ExactJaccard
+from tasks.dedup.lsh import NearDupGraph, bucket_pairs, components, estimate
+from tasks.dedup.minhash import _fmix64
+
+ROWS_PER_GROUP = 1 << 20  # band rows per (band, slice) group: about 32 MB of group data per task
+
+def near_duplicates_ray(
+    paths: Sequence[str],
+    starts: np.ndarray,
+    local_row: np.ndarray,
+    mh: MinHashSpec,
+    rows_per_group: int = ROWS_PER_GROUP,
+) -> NearDupGraph:
+    """LSH candidates, verification and clusters of the m = len(local_row) rows, as a Ray Data job.
+
+    `paths[u]` is unit file u, whose rows are corpus rows starts[u]..starts[u+1]-1; `local_row` is sorted by
+    survivor priority (position = local index). Needs `ray` to be initialised (see `flows.runners.ray_session`).
+    """
+    import ray
+
+    m = int(local_row.size)
+    n = int(starts[-1])
+    if m == 0:
+        return _graph(m, [], 0, 0)
+    local_of_row = np.full(n, -1, dtype=np.int64)
+    local_of_row[local_row] = np.arange(m, dtype=np.int64)
+    items = []
+    for u, path in enumerate(paths):
+        local = local_of_row[starts[u] : starts[u + 1]]
+        if (local >= 0).any():
+            items.append({"path": path, "start": int(starts[u]), "local": local.tobytes()})
+    parts = max(1, math.ceil(m / rows_per_group))
+    cparts = parts
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(_band_rows, batch_size=1, batch_format="numpy", zero_copy_batch=True,
+                        fn_kwargs={"mh": mh, "parts": parts})
+    ds = ds.groupby(["band", "part"]).map_groups(
+        _candidate_pairs, batch_format="numpy",
+        fn_kwargs={"m": m, "bucket_cap": mh.bucket_cap, "anchors": mh.bucket_anchors, "cparts": cparts},
+    )
+    ds = ds.groupby("cpart").map_groups(
+        _verified_pairs, batch_format="numpy",
+        fn_kwargs={"paths": list(paths), "starts": np.asarray(starts, dtype=np.int64), "mh": mh},
+    )
+    summaries = ds.take_all()
+    candidates = sum(int(s["candidates"]) for s in summaries)
+    exact_checked = sum(int(s["exact_checked"]) for s in summaries)
+    return _graph(m, summaries, candidates, exact_checked)
+
+
+def _graph(m: int, summaries: list[dict], candidates: int, exact_checked: int) -> NearDupGraph:
+    """Components over the verified edges of every slice, edges in (lo, hi) order as on one node."""
+    lo = np.concatenate([np.frombuffer(s["lo"], np.int64) for s in summaries] or [np.zeros(0, np.int64)])
+    hi = np.concatenate([np.frombuffer(s["hi"], np.int64) for s in summaries] or [np.zeros(0, np.int64)])
+    canonical = np.argsort(lo * max(m, 1) + hi, kind="stable")
+    lo, hi = lo[canonical], hi[canonical]
+    return NearDupGraph(root=components(m, lo, hi), candidate_pairs=candidates, verified_pairs=int(lo.size),
+                        edges=(lo, hi), exact_checked=exact_checked)
+
+
+def _band_rows(batch: dict[str, np.ndarray], mh: MinHashSpec, parts: int) -> dict[str, np.ndarray]:
+    """Unit files -> one row (band, part, key, local, row) per band of every near-dedup candidate row."""
+    bands = mh.bands
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("band", "part", "key", "local", "row")}
+    for path, start, local_bytes in zip(batch["path"], batch["start"], batch["local"]):
+        local = np.frombuffer(local_bytes, np.int64)
+        keys = unit_band_keys(str(path), mh)
+        picked = np.flatnonzero(local >= 0)
+        keys = keys[picked]  # (k, bands)
+        k = picked.size
+        out["band"].append(np.repeat(np.arange(bands, dtype=np.int32), k))
+        flat = keys.T.reshape(-1)  # band-major: band 0's k keys, then band 1's ...
+        out["key"].append(flat)
+        out["part"].append((flat % np.uint64(parts)).astype(np.int32))
+        out["local"].append(np.tile(local[picked], bands))
+        out["row"].append(np.tile(picked.astype(np.int64) + int(start), bands))
+    return {name: np.concatenate(arrays) for name, arrays in out.items()}
+
+
+def _candidate_pairs(group: dict[str, np.ndarray], m: int, bucket_cap: int, anchors: int,
+                     cparts: int) -> dict[str, np.ndarray]:
+    """One (band, slice): the distinct bucket pairs as `code = lo * m + hi`, with their corpus rows."""
+    order = np.argsort(group["local"], kind="stable")  # members of a bucket in ascending local index
+    local, row, keys = group["local"][order], group["row"][order], group["key"][order]
+    i, j = bucket_pairs(keys, bucket_cap, anchors)
+    code, first = np.unique(local[i] * m + local[j], return_index=True)
+    i, j = i[first], j[first]
+    return {"code": code, "lo": local[i], "hi": local[j], "lo_row": row[i], "hi_row": row[j],
+            "cpart": (_fmix64(code.astype(np.uint64)) % np.uint64(cparts)).astype(np.int64)}
+
+
+def _verified_pairs(group: dict[str, np.ndarray], paths: list[str], starts: np.ndarray,
+                    mh: MinHashSpec) -> dict[str, np.ndarray]:
+    """One slice of the code space: distinct pairs -> verified edges, as one summary row (edges as bytes)."""
+    code, first = np.unique(group["code"], return_index=True)
+    lo, hi = group["lo"][first], group["hi"][first]
+    lo_row, hi_row = group["lo_row"][first], group["hi_row"][first]
+    exact_checked = 0
+    if mh.verify == "none" or code.size == 0:
+        keep = np.ones(code.size, dtype=bool)
+    else:
+        rows = np.unique(np.concatenate([lo_row, hi_row]))
+        sig = read_signature_rows(paths, starts, rows)
+        est = estimate(sig, np.searchsorted(rows, lo_row), np.searchsorted(rows, hi_row))
+        keep = est >= mh.threshold
+        if mh.verify == "exact":
+            ambiguous = np.flatnonzero(np.abs(est - mh.threshold) < mh.exact_margin)
+            exact_checked = int(ambiguous.size)
+            if ambiguous.size:
+                exact = ExactJaccard(lambda r: load_texts(paths, starts, r), mh.ngram)
+                keep[ambiguous] = exact(lo_row[ambiguous], hi_row[ambiguous]) >= mh.threshold
+    return {"lo": np.array([lo[keep].tobytes()], dtype=object), "hi": np.array([hi[keep].tobytes()], dtype=object),
+            "candidates": np.array([code.size], dtype=np.int64), "exact_checked": np.array([exact_checked], np.int64)}
+
+
