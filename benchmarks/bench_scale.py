@@ -38,8 +38,9 @@ byte-identical between the Ray head and the local run at both sizes.
 Baseline, in the same run: the same spec on a real separate Ray head (`--ray-head`): `ray start --head
 --block` on 127.0.0.1 with a free port, its own temp dir, 2 CPUs and a throwaway auth token (Ray 2.60's
 `ray start` clusters use token auth, so the driver gets RAY_AUTH_MODE=token and the token), then the CLI with
-RAY_ADDRESS=127.0.0.1:<port> and LMPIPE_TASK_RUNNER=ray; its shards must be byte-identical to the local
-run's. A Prefect server of its own (`prefect server start`, see `start_prefect_server` for why) serves that
+RAY_ADDRESS=127.0.0.1:<port> and LMPIPE_TASK_RUNNER=ray, so the units run as Ray tasks and global near-dedup
+runs as a Ray Data job on that head (`run.dedup_engine: auto`; the manifest records the engine); its shards must
+be byte-identical to the local run's, and its dedup decisions (`removed.parquet`) identical. A Prefect server of its own (`prefect server start`, see `start_prefect_server` for why) serves that
 run, the head's workers included. The head and the server are stopped by their own process sessions, never
 with `ray stop`. The figures issue 9 measured
 on main before the scale work are printed as a reference line.
@@ -66,6 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
@@ -346,6 +348,12 @@ def dedup_quality(truth_path: Path, output: Path, manifest: dict) -> dict:
     }
 
 
+def removed_table(manifest: dict) -> pa.Table:
+    """`removed.parquet` (id, reason, survivor id, sorted by id): the run's dedup decisions."""
+    path = manifest["duplicates"].get("removed_ids")
+    return pq.read_table(path) if path else pa.table({"id": pa.array([], pa.string())})
+
+
 def shard_digests(output: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((output / "data").glob("*.parquet"))}
 
@@ -355,13 +363,13 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:,.0f} MB"
 
 
-def report(results: list[RunResult], ray: list[RunResult], identical: dict[int, bool]) -> None:
-    print("\n| run | docs | in → kept | dropped by filters | duplicates removed | wall | docs/s | "
+def report(results: list[RunResult], ray: list[RunResult], identical: dict[int, tuple[bool, bool]]) -> None:
+    print("\n| run | dedup engine | docs | in → kept | dropped by filters | duplicates removed | wall | docs/s | "
           "docs/s per core (cores) | peak RSS | RSS/doc | precision | recall | far removed | planted lost to filters |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in [x for pair in zip(results, ray + [None] * len(results)) for x in pair if x is not None]:
         c, q = r.manifest["counts"], r.quality
-        print(f"| {r.label} | {r.docs:,} | {c['documents_in']:,} → {c['kept']:,} | {c['dropped']:,} | "
+        print(f"| {r.label} | {r.manifest['duplicates'].get('engine', 'local')} | {r.docs:,} | {c['documents_in']:,} → {c['kept']:,} | {c['dropped']:,} | "
               f"{c['duplicates_removed']:,} | {r.wall_s:,.1f} s | "
               f"{r.docs_per_s:,.0f} | {r.docs_per_s / r.cores:,.0f} ({r.cores:.2f}) | {_mb(r.peak_rss)} | "
               f"{r.peak_rss / r.docs:,.0f} B | {q['precision']:.4f} | {q['recall']:.4f} | {q['far_removed']} | "
@@ -392,8 +400,9 @@ def report(results: list[RunResult], ray: list[RunResult], identical: dict[int, 
             at_1m = b.peak_rss + slope * (1_000_000 - b.docs)
             print(f"peak RSS {label} at 1,000,000 EXTRAPOLATED linearly from {a.docs:,} and {b.docs:,}: "
                   f"{_mb(at_1m)} (target < {_mb(RSS_TARGET_1M)}; run --docs ...,1000000 to measure)")
-    for n, same in identical.items():
-        print(f"shards at {n:,} documents, Ray head vs local: {'byte-identical' if same else 'DIFFERENT'}")
+    for n, (same, same_removed) in identical.items():
+        print(f"at {n:,} documents, Ray head vs local: shards {'byte-identical' if same else 'DIFFERENT'}, dedup "
+              f"decisions (removed.parquet) {'identical' if same_removed else 'DIFFERENT'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
                 on_ray = run_curate("ray-head", spec, run_dir / "out-ray", n, args.workers, args.sample_s, env,
                                     head.pids)
                 on_ray.quality = dedup_quality(truth, on_ray.output, on_ray.manifest)
-                identical[n] = shard_digests(on_ray.output) == shard_digests(local.output)
+                identical[n] = (shard_digests(on_ray.output) == shard_digests(local.output),
+                                removed_table(on_ray.manifest).equals(removed_table(local.manifest)))
                 print(f"  ray head: {on_ray.wall_s:,.1f} s, peak RSS {_mb(on_ray.peak_rss)} (CLI tree + head)")
                 ray_results.append(on_ray)
                 if not args.keep_outputs:
