@@ -87,12 +87,20 @@ REFERENCE = ("issue 9 on main before: 1,111 MB at 20 k and 1,341 MB at 80 k docu
 
 # ------------------------------------------------------------------------------------------------ sampling
 class TreeSampler(threading.Thread):
-    """Sums the RSS of a process, its descendants and `extra_pids()` every `period` s; keeps peak and CPU s."""
+    """Sums the RSS of a process, its descendants and `extra_pids()` every `period` s; keeps peak and CPU s.
+
+    Also the peak of the summed PSS (shared pages divided among the processes that map them: Ray's object
+    store is shared memory that every worker touching it counts in full in its RSS), and, at the RSS peak,
+    its time since the start and the largest processes (name, RSS), to say which phase and which process made it.
+    """
 
     def __init__(self, pid: int, period: float, extra_pids=lambda: []) -> None:  # noqa: ANN001
         super().__init__(daemon=True)
         self.root, self.period, self.extra_pids = psutil.Process(pid), period, extra_pids
-        self.peak_rss = 0
+        self.peak_rss = self.peak_pss = 0
+        self.peak_at = 0.0
+        self.peak_parts: list[tuple[str, int]] = []
+        self.started = time.perf_counter()
         self.cpu: dict[int, float] = {}  # pid -> last seen user+system CPU s (exited processes keep theirs)
         self._done = threading.Event()
 
@@ -102,16 +110,23 @@ class TreeSampler(threading.Thread):
         except psutil.Error:
             return
         procs += [p for p in (_proc(pid) for pid in self.extra_pids()) if p is not None]
-        rss = 0
+        rss = pss = 0
+        parts = []
         for p in {p.pid: p for p in procs}.values():
             try:
                 with p.oneshot():
-                    rss += p.memory_info().rss
+                    mem = p.memory_full_info()
+                    rss += mem.rss
+                    pss += getattr(mem, "pss", mem.rss)
+                    parts.append((_short_name(p), mem.rss))
                     t = p.cpu_times()
                     self.cpu[p.pid] = t.user + t.system
             except psutil.Error:
                 continue
-        self.peak_rss = max(self.peak_rss, rss)
+        self.peak_pss = max(self.peak_pss, pss)
+        if rss > self.peak_rss:
+            self.peak_rss, self.peak_at = rss, time.perf_counter() - self.started
+            self.peak_parts = sorted(parts, key=lambda x: -x[1])[:6]
 
     def run(self) -> None:
         while not self._done.wait(self.period):
@@ -120,6 +135,18 @@ class TreeSampler(threading.Thread):
     def stop(self) -> None:
         self._done.set()
         self.join()
+
+
+def _short_name(p: psutil.Process) -> str:
+    """`ray::process_unit_task`, `raylet`, `lmpipe curate`, `multiprocessing worker`: what the process is."""
+    name = p.name()
+    if name.startswith("python") or name in ("lmpipe", "prefect", "ray"):
+        cmd = p.cmdline()
+        if any("multiprocessing" in c for c in cmd):
+            return "unit worker (multiprocessing)"
+        script = next((os.path.basename(c) for c in cmd[1:] if not c.startswith("-")), name)
+        return f"{script} {cmd[2] if len(cmd) > 2 and not cmd[2].startswith('-') else ''}".strip()
+    return name
 
 
 def _proc(pid: int) -> psutil.Process | None:
@@ -259,6 +286,9 @@ class RunResult:
     manifest: dict
     output: Path
     quality: dict = field(default_factory=dict)
+    peak_pss: int = 0
+    peak_at: float = 0.0  # seconds after the start when the RSS peaked
+    peak_parts: list = field(default_factory=list)  # the largest (process, RSS) at the peak
 
     @property
     def cores(self) -> float:
@@ -314,7 +344,8 @@ def run_curate(label: str, spec: Path, output: Path, docs: int, workers: int, pe
     if rc != 0:
         raise RuntimeError(f"{label}: lmpipe curate exited {rc}; see {log}:\n{log.read_text()[-3000:]}")
     manifest = json.loads((output / "manifest.json").read_text())
-    return RunResult(label, docs, workers, wall, sum(sampler.cpu.values()), sampler.peak_rss, manifest, output)
+    return RunResult(label, docs, workers, wall, sum(sampler.cpu.values()), sampler.peak_rss, manifest, output,
+                     peak_pss=sampler.peak_pss, peak_at=sampler.peak_at, peak_parts=sampler.peak_parts)
 
 
 # ------------------------------------------------------------------------------------------------ quality
@@ -374,6 +405,10 @@ def report(results: list[RunResult], ray: list[RunResult], identical: dict[int, 
               f"{r.docs_per_s:,.0f} | {r.docs_per_s / r.cores:,.0f} ({r.cores:.2f}) | {_mb(r.peak_rss)} | "
               f"{r.peak_rss / r.docs:,.0f} B | {q['precision']:.4f} | {q['recall']:.4f} | {q['far_removed']} | "
               f"{q['planted_dropped_by_filters']} |")
+    for r in [x for pair in zip(results, ray + [None] * len(results)) for x in pair if x is not None]:
+        parts = ", ".join(f"{name} {_mb(rss)}" for name, rss in r.peak_parts)
+        print(f"{r.label} {r.docs:,}: peak PSS {_mb(r.peak_pss)}; RSS peaked {r.peak_at:,.0f} s into the "
+              f"{r.wall_s:,.0f} s run: {parts}")
     print(f"\nreference: {REFERENCE}")
     for label, runs in (("local", results), ("ray head", ray)):
         for a, b in zip(runs, runs[1:]):

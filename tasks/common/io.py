@@ -133,7 +133,7 @@ def _file_stamp(path: str) -> dict[str, int | str]:
     return {"path": path, "inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _write_atomically(target: Path, text: str) -> None:
+def write_text_atomically(target: Path, text: str) -> None:
     """Write through a temporary file and `os.replace`, so a concurrent reader sees old or new, never half."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -172,7 +172,7 @@ def cached_content_fingerprint(url: str) -> str:
     fingerprint = content_fingerprint(path)
     if _file_stamp(path) == stamp and int(stamp["mtime_ns"]) < started - _RACY_NS:
         try:
-            _write_atomically(entry, json.dumps({"stamp": stamp, "fingerprint": fingerprint}))
+            write_text_atomically(entry, json.dumps({"stamp": stamp, "fingerprint": fingerprint}))
         except OSError:
             pass
     return fingerprint

@@ -68,15 +68,17 @@ def near_duplicates_ray(
         if (local >= 0).any():
             items.append({"path": path, "start": int(starts[u]), "local": local.tobytes()})
     parts = max(1, math.ceil(m / rows_per_group))
-    cparts = parts
+    cparts = max(parts, int(ray.cluster_resources().get("CPU", 1)))  # verification spread over every CPU
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(_band_rows, batch_size=1, batch_format="numpy", zero_copy_batch=True,
                         fn_kwargs={"mh": mh, "parts": parts})
-    ds = ds.groupby(["band", "part"]).map_groups(
+    # One shuffle partition per group at most (Ray Data's default of 200 costs 200 reduce tasks however small
+    # the job): a partition then holds about one group, so memory per task stays bounded by the group size.
+    ds = ds.groupby(["band", "part"], num_partitions=mh.bands * parts).map_groups(
         _candidate_pairs, batch_format="numpy",
         fn_kwargs={"m": m, "bucket_cap": mh.bucket_cap, "anchors": mh.bucket_anchors, "cparts": cparts},
     )
-    ds = ds.groupby("cpart").map_groups(
+    ds = ds.groupby("cpart", num_partitions=cparts).map_groups(
         _verified_pairs, batch_format="numpy",
         fn_kwargs={"paths": list(paths), "starts": np.asarray(starts, dtype=np.int64), "mh": mh},
     )

@@ -27,11 +27,15 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from data_specs.sources import CommonCrawlSource, HFDatasetSource, SourceSpec, WikipediaSource
 from tasks.common.documents import Document, Dropped
-from tasks.common.io import cached_content_fingerprint, expand_paths, file_size, open_decompressed, open_raw
+from tasks.common.io import (
+    cached_content_fingerprint, expand_paths, file_size, fingerprint_cache_dir, open_decompressed, open_raw,
+    write_text_atomically,
+)
 
 # An hf_dataset stored as Parquet becomes units of whole row groups of about this many rows (at least
 # one row group, never crossing a file), like `split_bytes` for a dump.
@@ -130,33 +134,57 @@ def dataset_url(source: HFDatasetSource) -> str:
 
 
 def hf_units(source: HFDatasetSource, source_index: int, rows_per_unit: int = HF_ROWS_PER_UNIT) -> list[WorkUnit]:
-    """Units of an hf_dataset: runs of whole row groups of its Parquet files, or the whole dataset.
+    """Units of an hf_dataset: runs of whole row groups of its Parquet files, one unit per JSON/CSV file, or
+    the whole dataset.
 
     The files are those `datasets` itself resolves for the split (the `data_files`, or a hub dataset's
     shards), in its order, so row `first_row + i` here is row `i` of the streamed dataset and ids stay
-    the same. Anything else (json, csv, text builders, an unresolvable hub id, `max_documents` set: a
-    limit per input means per dataset here, a file whose footer cannot be read) stays one unit read by
-    `datasets` streaming, which reports any error as that unit's failure.
+    the same. JSON and CSV files split only for the `json` / `csv` builders with several data files (a hub
+    dataset's own builder options, in its card, would be lost reading file by file): each file's row count
+    comes from the same `datasets` parser, once per file content (`hf_file_rows`). Anything else (text
+    builders, one JSON/CSV file, an unresolvable hub id, `max_documents` set: a limit per input means per
+    dataset here, a file that cannot be read now) stays one unit read by `datasets` streaming, which
+    reports any error as that unit's failure.
     """
     whole = [WorkUnit(source_index, source.kind, dataset_url(source))]
-    files = None if source.max_documents is not None else parquet_data_files(source)
-    try:
-        group_rows = [parquet_row_groups(url) for url in files or []]
-    except Exception:  # noqa: BLE001 - see above
+    resolved = None if source.max_documents is not None else resolved_data_files(source)
+    if not resolved:
         return whole
-    if not files:
-        return whole
+    builder, files = resolved
     units: list[WorkUnit] = []
     first_row = 0
-    for url, sizes in zip(files, group_rows, strict=True):
-        for start, end in row_ranges(sizes, rows_per_unit):
-            units.append(WorkUnit(source_index, source.kind, url, start, end, first_row))
-        first_row += sum(sizes)
+    if builder == "parquet":
+        try:
+            group_rows = [parquet_row_groups(url) for url in files]
+        except Exception:  # noqa: BLE001 - see above
+            return whole
+        for url, sizes in zip(files, group_rows, strict=True):
+            for start, end in row_ranges(sizes, rows_per_unit):
+                units.append(WorkUnit(source_index, source.kind, url, start, end, first_row))
+            first_row += sum(sizes)
+        return units
+    if not (reads_file_by_file(source) and builder == source.name and len(files) > 1):
+        return whole
+    try:
+        counts = [hf_file_rows(source, url) for url in files]
+    except Exception:  # noqa: BLE001 - see above
+        return whole
+    for url, rows in zip(files, counts, strict=True):
+        units.append(WorkUnit(source_index, source.kind, url, None, None, first_row))
+        first_row += rows
     return units
 
 
-def parquet_data_files(source: HFDatasetSource) -> list[str] | None:
-    """The split's files as `datasets` resolves them, when its builder is Parquet; None otherwise."""
+PER_FILE_BUILDERS = ("json", "csv")
+
+
+def reads_file_by_file(source: HFDatasetSource) -> bool:
+    """A unit of this source with `first_row` set is one data file read by `datasets` (json, csv), not Parquet."""
+    return source.name in PER_FILE_BUILDERS
+
+
+def resolved_data_files(source: HFDatasetSource) -> tuple[str, list[str]] | None:
+    """(builder name, the split's files) as `datasets` resolves them; None when it cannot resolve them here."""
     try:
         import datasets
 
@@ -169,7 +197,32 @@ def parquet_data_files(source: HFDatasetSource) -> list[str] | None:
         files = (builder.config.data_files or {}).get(source.split)
     except Exception:  # noqa: BLE001 - not resolvable here: the single streaming unit reports it
         return None
-    return [str(f) for f in files] if builder.name == "parquet" and files else None
+    return (builder.name, [str(f) for f in files]) if files else None
+
+
+def stream_data_file(source: HFDatasetSource, url: str) -> Any:
+    """One data file of a json/csv source as `datasets` streams it (the same parser as the whole dataset)."""
+    import datasets
+
+    return datasets.load_dataset(source.name, source.config, data_files={source.split: [url]}, split=source.split,
+                                 streaming=True)
+
+
+def hf_file_rows(source: HFDatasetSource, url: str) -> int:
+    """Rows of one json/csv data file as `datasets` parses it (Arrow batches, no Python rows), remembered per
+    file content in `fingerprint_cache_dir()` so an unchanged rerun parses nothing to plan."""
+    key = hashlib.sha256(f"rows|{source.name}|{source.config}|{cached_content_fingerprint(url)}".encode())
+    entry = fingerprint_cache_dir() / f"rows-{key.hexdigest()[:32]}.json"
+    try:
+        return int(json.loads(entry.read_text())["rows"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    rows = sum(batch.num_rows for batch in stream_data_file(source, url).with_format("arrow").iter(batch_size=8192))
+    try:
+        write_text_atomically(entry, json.dumps({"url": url, "rows": rows}))
+    except OSError:
+        pass
+    return rows
 
 
 def parquet_row_groups(url: str) -> list[int]:

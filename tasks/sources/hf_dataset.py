@@ -11,8 +11,9 @@ share an id. Two sources of the same builder with different `data_files` and no 
 of each): the corpus step refuses that (`DuplicateDocumentId`); set an `id_field` unique across them.
 
 Units (`tasks.sources.core.hf_units`): a dataset stored as Parquet (its `data_files`, or a hub dataset's
-shards) is read in runs of whole row groups with pyarrow, each unit knowing the dataset row index of its
-first row, so `<row>` is the same global index as in one streamed pass. Other datasets are one unit.
+shards) is read in runs of whole row groups with pyarrow, and the `json` / `csv` builders with several data
+files one file per unit, each by `datasets` streaming; every unit knows the dataset row index of its first
+row, so `<row>` is the same global index as in one streamed pass. Other datasets are one unit.
 
 Streaming: rows are never all held in memory. Offline use (`HF_DATASETS_OFFLINE=1`) works for builder
 names with local data files.
@@ -25,13 +26,16 @@ from collections.abc import Iterable, Iterator
 from data_specs.sources import HFDatasetSource
 from tasks.common.documents import Document, Dropped
 from tasks.common.io import open_raw
-from tasks.sources.core import WorkUnit, dataset_url
+from tasks.sources.core import WorkUnit, dataset_url, reads_file_by_file, stream_data_file
 
 SOURCE = "hf_dataset"
 
 
 def read_hf_dataset(source: HFDatasetSource, unit: WorkUnit) -> Iterator[Document | Dropped]:
     """Yield one Document per row (Dropped for rows whose text is missing or empty)."""
+    if unit.first_row is not None and reads_file_by_file(source):
+        yield from _records(source, stream_data_file(source, unit.url), unit.first_row)
+        return
     if unit.first_row is not None:
         yield from _records(source, _parquet_rows(source, unit), unit.first_row + (unit.start or 0))
         return

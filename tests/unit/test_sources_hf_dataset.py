@@ -133,3 +133,47 @@ def test_row_ranges_of_a_single_file_equal_the_whole(tmp_path):
     assert row_ranges([4, 0, 1], 5) == [(0, 5)]
     limited = source(name="parquet", data_files=[str(tmp_path / "big.parquet")], max_documents=2)
     assert len(plan_units(limited, 0)[0]) == 1  # a limit per input means per dataset: one unit
+
+
+@pytest.mark.parametrize("builder", ["json", "csv", "json-array"])
+def test_json_and_csv_files_split_into_units_with_the_same_ids(tmp_path, builder, monkeypatch):
+    """Issue 9: a json/csv dataset was one unit. With several data files it is one unit per file, each file's
+    row count from the same parser (blank lines, quoted newlines, empty rows), and every id and record equals
+    one streamed pass; the counts are remembered, so a second plan parses nothing."""
+    import pandas as pd
+
+    import tasks.sources.core as sources_core
+
+    monkeypatch.setenv("LMPIPE_STATE_DIR", str(tmp_path / "state"))
+    rows = [[{"text": f"file {f} row {r}\nsecond line" if (f, r) != (1, 1) else ""} for r in range(3 + f)]
+            for f in range(3)]
+    for f, file_rows in enumerate(rows):
+        path = tmp_path / f"part-{f}.{builder.split('-')[0]}"
+        if builder == "csv":
+            pd.DataFrame(file_rows).to_csv(path, index=False)
+        elif builder == "json":
+            path.write_text("".join(json.dumps(r) + "\n\n" for r in file_rows))  # blank lines between rows
+        else:
+            path.write_text(json.dumps(file_rows))
+    src = source(name=builder.split("-")[0], data_files=[str(tmp_path / f"part-*.{builder.split('-')[0]}")])
+    units, problems = plan_units(src, 0)
+    assert not problems and [u.first_row for u in units] == [0, 3, 7]
+    split = [r for u in units for r in read_unit(src, u)]
+    assert split == whole(src) and len(split) == 12
+    assert split[4] == Dropped(f"{id_prefix(src)}/4", "hf_dataset/empty") and split[11].id == f"{id_prefix(src)}/11"
+    assert "second line" in split[0].text
+
+    def no_parsing(*_):
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(sources_core, "stream_data_file", no_parsing)
+    assert plan_units(src, 0)[0] == units
+
+
+def test_one_json_file_or_a_limit_stays_one_unit(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "a"}])
+    assert len(plan_units(source(name="json", data_files=[str(tmp_path / "a.jsonl")]), 0)[0]) == 1
+    write_jsonl(tmp_path / "b.jsonl", [{"text": "b"}])
+    both = [str(tmp_path / "*.jsonl")]
+    assert len(plan_units(source(name="json", data_files=both), 0)[0]) == 2
+    assert len(plan_units(source(name="json", data_files=both, max_documents=1), 0)[0]) == 1
