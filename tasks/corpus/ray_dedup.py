@@ -42,6 +42,7 @@ from tasks.dedup.minhash import _fmix64
 
 ROWS_PER_GROUP = 1 << 20  # band rows per (band, slice) group: about 32 MB of group data per task
 
+
 def near_duplicates_ray(
     paths: Sequence[str],
     starts: np.ndarray,
@@ -55,6 +56,7 @@ def near_duplicates_ray(
     survivor priority (position = local index). Needs `ray` to be initialised (see `flows.runners.ray_session`).
     """
     import ray
+    import ray.data
 
     m = int(local_row.size)
     n = int(starts[-1])

@@ -3,7 +3,7 @@ streaming path, which `tests/unit/test_dedup_streaming.py` checks against the in
 
 On the bundled sample corpus (unit files with stored band keys, and under another banding, where the keys are
 recomputed from the signatures) and on generated unit files with planted exact copies, near-duplicates around
-the threshold (many settled from the text), an oversized LSH bucket and empty signatures: 20 k and 100 k
+the threshold (many settled from the text), an oversized LSH bucket and empty signatures: 5 k and 100 k
 documents. Small `rows_per_group` values split every band and the pair space into many
 groups, so the shuffles and the per-slice verification are exercised, not one group per band.
 """
@@ -49,14 +49,14 @@ def test_sample_corpus_same_decisions_as_one_node(sample_units, tmp_path, minhas
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory) -> list[UnitResult]:
-    return _generated_units(tmp_path_factory.mktemp("gen"), 20_000, seed=11)
+    return _generated_units(tmp_path_factory.mktemp("gen"), 5_000, seed=11)
 
 
 def test_generated_corpus_signature_verify_same_decisions_as_one_node(generated, tmp_path):
     spec = DedupSpec(minhash={"verify": "signature"})
     want = _streaming(generated, spec, tmp_path / "local")
     assert want["removed"].get("dedup/near", 0) > 200 and want["exact_checked"] == 0
-    _assert_same(_ray(generated, spec, tmp_path / "ray", rows_per_group=4096), want)
+    _assert_same(_ray(generated, spec, tmp_path / "ray", rows_per_group=1024), want)
 
 
 def test_100k_generated_corpus_same_decisions_as_one_node(tmp_path):
