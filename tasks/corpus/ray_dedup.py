@@ -37,7 +37,7 @@ import numpy as np
 from data_specs import MinHashSpec
 from tasks.corpus.unit_files import load_texts, read_signature_rows, unit_band_keys
 from tasks.dedup.core import ExactJaccard
-from tasks.dedup.lsh import NearDupGraph, bucket_pairs, components, estimate
+from tasks.dedup.lsh import NearDupGraph, bucket_pairs, estimate, graph_from_edges
 from tasks.dedup.minhash import _fmix64
 
 ROWS_PER_GROUP = 1 << 20  # band rows per (band, slice) group: about 32 MB of group data per task
@@ -61,7 +61,7 @@ def near_duplicates_ray(
     m = int(local_row.size)
     n = int(starts[-1])
     if m == 0:
-        return _graph(m, [], 0, 0)
+        return graph_from_edges(0, [], [], 0, 0)
     local_of_row = np.full(n, -1, dtype=np.int64)
     local_of_row[local_row] = np.arange(m, dtype=np.int64)
     items = []
@@ -84,20 +84,10 @@ def near_duplicates_ray(
         _verified_pairs, batch_format="numpy",
         fn_kwargs={"paths": list(paths), "starts": np.asarray(starts, dtype=np.int64), "mh": mh},
     )
-    summaries = ds.take_all()
-    candidates = sum(int(s["candidates"]) for s in summaries)
-    exact_checked = sum(int(s["exact_checked"]) for s in summaries)
-    return _graph(m, summaries, candidates, exact_checked)
-
-
-def _graph(m: int, summaries: list[dict], candidates: int, exact_checked: int) -> NearDupGraph:
-    """Components over the verified edges of every slice, edges in (lo, hi) order as on one node."""
-    lo = np.concatenate([np.frombuffer(s["lo"], np.int64) for s in summaries] or [np.zeros(0, np.int64)])
-    hi = np.concatenate([np.frombuffer(s["hi"], np.int64) for s in summaries] or [np.zeros(0, np.int64)])
-    canonical = np.argsort(lo * max(m, 1) + hi, kind="stable")
-    lo, hi = lo[canonical], hi[canonical]
-    return NearDupGraph(root=components(m, lo, hi), candidate_pairs=candidates, verified_pairs=int(lo.size),
-                        edges=(lo, hi), exact_checked=exact_checked)
+    summaries = ds.take_all()  # one row per verification task
+    return graph_from_edges(m, [np.frombuffer(s["lo"], np.int64) for s in summaries],
+                            [np.frombuffer(s["hi"], np.int64) for s in summaries],
+                            sum(int(s["candidates"]) for s in summaries), sum(int(s["exact_checked"]) for s in summaries))
 
 
 def _band_rows(batch: dict[str, np.ndarray], mh: MinHashSpec, parts: int) -> dict[str, np.ndarray]:

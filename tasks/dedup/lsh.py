@@ -228,14 +228,19 @@ def near_duplicates_banded(
             keep = np.asarray(exact(alo, ahi)) >= threshold
             edges_lo.append(alo[keep])
             edges_hi.append(ahi[keep])
+    return graph_from_edges(m, edges_lo, edges_hi, n_cand, n_exact)
+
+
+def graph_from_edges(m: int, edges_lo: list[np.ndarray], edges_hi: list[np.ndarray], candidate_pairs: int,
+                     exact_checked: int) -> NearDupGraph:
+    """The `NearDupGraph` of m rows from blocks of verified edges, in any order (per band, per task):
+    edges sorted into (lo, hi) order, clusters by `components`."""
     lo = np.concatenate(edges_lo) if edges_lo else np.zeros(0, dtype=np.int64)
     hi = np.concatenate(edges_hi) if edges_hi else np.zeros(0, dtype=np.int64)
-    canonical = np.argsort(lo * max(m, 1) + hi, kind="stable")  # edges in (lo, hi) order, whatever the band
+    canonical = np.argsort(lo * max(m, 1) + hi, kind="stable")
     lo, hi = lo[canonical], hi[canonical]
-    return NearDupGraph(
-        root=components(m, lo, hi), candidate_pairs=n_cand, verified_pairs=int(lo.size), edges=(lo, hi),
-        exact_checked=n_exact,
-    )
+    return NearDupGraph(root=components(m, lo, hi), candidate_pairs=candidate_pairs, verified_pairs=int(lo.size),
+                        edges=(lo, hi), exact_checked=exact_checked)
 
 
 def near_duplicates(
