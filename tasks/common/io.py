@@ -13,6 +13,7 @@ import lzma
 import os
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,26 @@ _RACY_NS = 2_000_000_000
 
 class InputError(Exception):
     """An input that cannot be read at all (missing, empty pattern, unreadable)."""
+
+
+# What decompressors raise on damaged or truncated data: bz2 a plain `OSError` ("Invalid data stream") and
+# `EOFError`, gzip `BadGzipFile` (an OSError) and `EOFError`, zlib `zlib.error`, xz `LZMAError`, zstd `ZstdError`.
+# Use it in `except` clauses together with `is_corrupt_data`, which tells these from I/O errors.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
+
+
+def is_corrupt_data(exc: BaseException) -> bool:
+    """True when `exc` says the *bytes* are damaged (a decompressor or framing error): the input is corrupt.
+
+    False for everything else, above all I/O errors: a timeout (`TimeoutError`, fsspec's `FSTimeoutError`), a
+    connection reset (`ConnectionError`, aiohttp's `ClientError`s), a file error with an errno, `MemoryError`.
+    Those say nothing about the input, so a reader lets them propagate and the unit is retried, instead of
+    reporting a healthy input as corrupt and shipping it partial. A plain `OSError` without an errno is what
+    `bz2` raises for an invalid stream; `gzip.BadGzipFile` is gzip's.
+    """
+    if isinstance(exc, (EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError, gzip.BadGzipFile)):
+        return True
+    return type(exc) is OSError and exc.errno is None
 
 
 def sniff_compression(head: bytes) -> Compression:
@@ -187,7 +208,9 @@ def decompressing_reader(raw: BinaryIO, compression: Compression) -> BinaryIO:
     if compression == "gz":
         return gzip.GzipFile(fileobj=raw)  # reads concatenated members: per-record WARC gzip works
     if compression == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[return-value]
+        # The zstd reader has no readline (`UnsupportedOperation`): buffer it, as the other decompressors are.
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return io.BufferedReader(reader)  # type: ignore[arg-type, return-value]
     return raw
 
 

@@ -68,3 +68,118 @@ def http_server() -> Iterator[Callable[[Path], str]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+class FaultPlan:
+    """What the faulty server does to a file: after `after` bytes of the file (counted from its start, so a
+    Range request that begins past that point is served whole), `mode` "reset" aborts the connection
+    (TCP RST) and "stall" stops sending (the client's read timeout fires). Only the first `times` requests
+    that reach the fault point are hit; later ones (a retry) are served whole. `hits` counts faulted requests."""
+
+    def __init__(self, mode: str, after: int, times: int = 1_000_000) -> None:
+        if mode not in ("reset", "stall"):
+            raise ValueError(f"fault mode {mode!r}: use 'reset' or 'stall'")
+        self.mode, self.after, self.times, self.hits = mode, after, times, 0
+        self.lock = threading.Lock()
+
+    def take(self, start: int, end: int) -> int | None:
+        """Bytes to send before the fault for a request of [start, end], or None to serve it whole."""
+        with self.lock:
+            if not start <= self.after <= end or self.hits >= self.times:
+                return None
+            self.hits += 1
+            return self.after - start
+
+
+class _FaultyHandler(http.server.BaseHTTPRequestHandler):
+    """GET with Range and HEAD, over the files of `directory`; `plans` maps a URL path to its `FaultPlan`."""
+
+    directory = ""
+    plans: dict[str, FaultPlan] = {}
+    stall_s = 30.0
+
+    def log_message(self, *args) -> None:  # noqa: ANN002
+        pass
+
+    def _file(self) -> str | None:
+        path = os.path.join(self.directory, self.path.split("?", 1)[0].lstrip("/"))
+        return path if os.path.isfile(path) else None
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        path = self._file()
+        if path is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(os.path.getsize(path)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        import socket
+        import struct
+        import time
+
+        path = self._file()
+        if path is None:
+            self.send_error(404)
+            return
+        size = os.path.getsize(path)
+        start, end = 0, size - 1
+        rng = self.headers.get("Range")
+        if rng:
+            first, _, last = rng.removeprefix("bytes=").partition("-")
+            start = int(first) if first else max(0, size - int(last))
+            end = min(int(last), size - 1) if first and last else size - 1
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        with open(path, "rb") as f:
+            f.seek(start)
+            body = f.read(end - start + 1)
+        plan = self.plans.get(self.path.split("?", 1)[0])
+        cut = plan.take(start, end) if plan else None
+        if cut is None:
+            self.wfile.write(body)
+            return
+        self.wfile.write(body[:cut])
+        self.wfile.flush()
+        if plan.mode == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        else:
+            time.sleep(self.stall_s)
+        self.close_connection = True
+
+
+@pytest.fixture
+def faulty_http_server(monkeypatch) -> Iterator[Callable[[Path, dict[str, FaultPlan]], str]]:
+    """Call with a directory and `{"/name": FaultPlan(...)}`; returns the base URL of a loopback server that
+    injects those faults. fsspec's http client gets a 1 s read timeout for the test, so a stall fails fast
+    (`FSTimeoutError`), as a stalled remote would under a production timeout; a reset surfaces as aiohttp's
+    `ClientPayloadError`."""
+    import aiohttp
+    import fsspec
+
+    conf = {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=30, sock_read=1)}}
+    monkeypatch.setitem(fsspec.config.conf, "http", conf)
+    monkeypatch.setitem(fsspec.config.conf, "https", conf)
+    servers = []
+
+    def serve(directory: Path, plans: dict[str, FaultPlan]) -> str:
+        handler = type("Handler", (_FaultyHandler,), {"directory": str(directory), "plans": plans, "stall_s": 5.0})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
