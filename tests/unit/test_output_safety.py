@@ -147,6 +147,31 @@ def test_a_remote_shard_is_compared_by_hash_too():
         fs.rm("/shard-check", recursive=True)
 
 
+def test_a_remote_shard_hash_is_remembered_under_the_stores_checksum(monkeypatch, tmp_path):
+    """With an ETag (S3, GCS), the sha256 is hashed once per ETag: a rerun downloads nothing, a rewrite re-hashes."""
+    import hashlib
+
+    import tasks.corpus.output as output
+
+    monkeypatch.setenv("LMPIPE_STATE_DIR", str(tmp_path / "state"))
+    fs = fsspec.filesystem("memory")
+    real_info = fs.info
+    monkeypatch.setattr(fs, "info", lambda path, **kw: {
+        **real_info(path, **kw), "ETag": hashlib.md5(fs.cat_file(path)).hexdigest()})  # as S3 gives it
+    url = "memory://shard-etag/s.parquet"
+    fs.pipe_file("/shard-etag/s.parquet", b"real bytes")
+    sha, size = file_sha256(url)
+    hashed: list[str] = []
+    monkeypatch.setattr(output, "file_sha256", lambda u: (hashed.append(u), file_sha256(u))[1])
+    try:
+        assert shard_matches(url, sha, size) and hashed == [url]
+        assert shard_matches(url, sha, size) and hashed == [url]  # remembered: not downloaded again
+        fs.pipe_file("/shard-etag/s.parquet", b"rotten!!!!")  # a rewrite: a new ETag
+        assert not shard_matches(url, sha, size) and hashed == [url, url]
+    finally:
+        fs.rm("/shard-etag", recursive=True)
+
+
 @pytest.mark.parametrize("content", [b"", b'{"format": 1, "run_k', b"\xff\xfe", b"[]", b'{"run_key": "k"}'])
 def test_an_unreadable_manifest_is_no_manifest(tmp_path, content):
     (tmp_path / "manifest.json").write_bytes(content)  # a power loss, or something that is not ours
@@ -193,3 +218,20 @@ def test_manifest_bytes_do_not_depend_on_the_order_units_finished_in():
         ("c.xml.bz2", "/in/c.xml.bz2"), ("a.txt", "/in/a.txt"),
     ]
     assert [f["documents_read"] for f in failed] == [0, 2, 4, 1, 0]  # byte range 0 before byte range 10
+
+
+def test_remote_outputs_get_the_same_checks():
+    fs = fsspec.filesystem("memory")
+    try:
+        fs.pipe_file("/out-check/theirs/report.csv", b"a,b")
+        with pytest.raises(ForeignOutput, match="report.csv"):
+            check_output_is_ours("memory://out-check/theirs")
+        check_output_is_ours("memory://out-check/new")
+        mark_output("memory://out-check/new")
+        for name in ("data/shard-00000-of-00001.parquet.tmp-0123abcd", "data/mine.txt", "manifest.json.tmp-0123abcd"):
+            fs.pipe_file(f"/out-check/new/{name}", b"x")
+        check_output_is_ours("memory://out-check/new")
+        assert len(remove_orphan_temp_files("memory://out-check/new")) == 2
+        assert sorted(fs.find("/out-check/new")) == ["/out-check/new/.lmpipe-output", "/out-check/new/data/mine.txt"]
+    finally:
+        fs.rm("/out-check", recursive=True)
