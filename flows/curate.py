@@ -43,8 +43,8 @@ from flows.runners import apply_run_overrides, chosen_dedup_engine, chosen_runne
 from tasks.common.faults import fault_point
 from tasks.common.lock import output_lock
 from tasks.corpus.core import plan_shards, read_manifest, remove_stale_shards
-from tasks.corpus.output import check_output_is_ours, mark_output, remove_orphan_temp_files, shards_present
 from tasks.corpus.manifest import build_manifest, render_data_card, run_key, sample_examples
+from tasks.corpus.output import check_output_is_ours, mark_output, remove_orphan_temp_files, shards_present
 from tasks.corpus.task import deduplicate_task, write_shard_task
 from tasks.shards.core import ShardPlan, bounded_in_order, write_bytes_atomic
 from tasks.sources.core import WorkUnit

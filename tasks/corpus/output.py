@@ -11,7 +11,7 @@ next to `data/`). lmpipe deletes only names it makes itself, in the places it ma
 - `<output>/data/shard-NNNNN-of-NNNNN.parquet` that the current plan does not name (a changed spec):
   `tasks.corpus.core.remove_stale_shards`, using `is_shard_name`;
 - temporary files of a killed run, `<lmpipe file>.tmp-<8 hex>` (`AtomicParquetWriter` and
-  `write_bytes_atomic` in `tasks/shards/core.py`, `ray_entry.py`), at the root (`manifest.json`,
+  `write_bytes_atomic` in `tasks/shards/core.py`), at the root (`manifest.json`,
   `DATA_CARD.md`, `.lmpipe-output`) and in `data/` (shards), and anywhere below `_work/`, where every
   file is lmpipe's (also `.tmp-XXXXXXXX` files of `tasks.common.io.write_text_atomically`'s `mkstemp`);
 - scratch folders `_work/dedup/spill-XXXXXXXX` of a dedup killed before its `TemporaryDirectory` ended.
@@ -19,15 +19,15 @@ It never descends into, nor deletes, a folder or file of any other name, and nev
 exists.
 
 A folder is lmpipe's when it holds the marker `.lmpipe-output` (written at a run's start) or, for outputs
-written before the marker existed, the lock file `.lmpipe.lock` (every local run since issue 8 left one),
+written before the marker existed, the lock file `.lmpipe.lock` (every local run since the lock exists left one),
 `_work/units/`, or a `manifest.json` with a `run_key`. A missing or empty folder is fine; any other
 non-empty folder is refused before anything is written (`ForeignOutput`), since a run deletes stale
 files of its own names there.
 
 Shard check (`shard_matches`): a shard is present when its bytes are the manifest's, compared by sha256,
 not by size. Hashing is remembered under the file's stamp (`cached_content_fingerprint`: path, inode,
-size, mtime), so an up-to-date rerun hashes each shard once and then nothing; a rewrite changes the stamp
-and is hashed again. What it cannot see: bytes that change in place without the stamp changing (bit
+size, mtime): the first up-to-date rerun after a write hashes each shard once (about 1 GB/s), later ones
+hash nothing; a rewrite changes the stamp and is hashed again. What it cannot see: bytes that change in place without the stamp changing (bit
 rot on a disk without checksums), which only a full re-hash finds. Remote shards are remembered under
 the store's own checksum (ETag, md5, crc), which any rewrite changes.
 """
