@@ -147,7 +147,8 @@ def curate(
 ) -> None:
     """Curate a corpus: read, clean, deduplicate and shard the spec's sources.
 
-    Exits 1 when some inputs failed, 2 on a bad spec or when another run holds the output's lock.
+    Exits 1 when some inputs failed, 2 on a bad spec, when another run holds the output's lock, or when the
+    output folder holds files lmpipe did not write.
     """
     try:
         load_curate_spec(spec)
@@ -162,11 +163,13 @@ def curate(
     from rich.markup import escape
 
     from tasks.common.lock import OutputLocked
+    from tasks.corpus.output import ForeignOutput
 
     try:
         manifest = curate_flow(spec)
-    except OutputLocked as exc:
-        console.print(f"[bold red]Output locked[/]: {escape(str(exc))}", soft_wrap=True)
+    except (OutputLocked, ForeignOutput) as exc:
+        heading = "Output locked" if isinstance(exc, OutputLocked) else "Output refused"
+        console.print(f"[bold red]{heading}[/]: {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
     _summary(manifest)
     if manifest["failed_inputs"]:

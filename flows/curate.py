@@ -2,7 +2,8 @@
 
     lmpipe curate data_specs/curate/sample.yaml
 
-Take the output's lock (a second run on the same output fails at once with `OutputLocked`) → plan
+Refuse an output folder that is not empty and not lmpipe's (`ForeignOutput`, before anything is written)
+→ take the output's lock (a second run on the same output fails at once with `OutputLocked`) → plan
 the work units (a file, or a byte range of a large file) → process each unit in parallel (read, clean,
 sign; complete units are skipped on rerun) → global exact + MinHash dedup across all sources → write
 balanced shards → write `manifest.json` last. A bad input never stops the run: it is listed in the
@@ -11,7 +12,12 @@ manifest with its error, and the CLI exits non-zero.
 Reruns: the manifest and shards of an earlier run are reused only when the run key (spec + every
 unit's key and outcome) is unchanged, so a rerun that reads a once-failed input whole rebuilds the
 output. A killed run leaves complete units (reused), maybe some shards and no manifest: the rerun
-reassembles from the units and gets the same bytes.
+reassembles from the units and gets the same bytes. An earlier output counts as present only when every
+shard has the manifest's sha256 (`tasks.corpus.output.shards_present`).
+
+Clean-up deletes only lmpipe's own names (stale `data/shard-*.parquet`, its `*.tmp-<hex>` files, dedup
+scratch under `_work/`); a user's files and folders in the output survive every run
+(`tasks/corpus/output.py`).
 
 Fault points (`tasks/common/faults.py`, inert unless LMPIPE_FAULTS is set): `curate.unit_written`
 (tasks/units/core.py), `curate.dedup_done`, `curate.shard_written` (detail: shard name) and
@@ -23,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from typing import Any
 
 from fsspec.core import url_to_fs
@@ -38,6 +44,7 @@ from tasks.common.faults import fault_point
 from tasks.common.lock import output_lock
 from tasks.corpus.core import plan_shards, read_manifest, remove_stale_shards
 from tasks.corpus.manifest import build_manifest, render_data_card, run_key, sample_examples
+from tasks.corpus.output import check_output_is_ours, mark_output, remove_orphan_temp_files, shards_present
 from tasks.corpus.task import deduplicate_task, write_shard_task
 from tasks.shards.core import ShardPlan, bounded_in_order, write_bytes_atomic
 from tasks.sources.core import WorkUnit
@@ -92,11 +99,14 @@ def process_units(spec: CurateSpec, units: list[tuple[int, WorkUnit]], work_dir:
 def curate(spec_path: str) -> dict[str, Any]:
     """Curate the corpus described by the spec at `spec_path`; returns the manifest.
 
-    Raises `tasks.common.lock.OutputLocked` at once when another run holds the output.
+    Raises `tasks.common.lock.OutputLocked` at once when another run holds the output, and
+    `tasks.corpus.output.ForeignOutput` when the output folder holds files lmpipe did not write.
     """
     spec = apply_run_overrides(load_curate_spec(spec_path))
     output = resolve_output(spec.output)
+    check_output_is_ours(output)  # before the lock file: a refused folder is left untouched
     with output_lock(output):
+        mark_output(output)
         manifest = _curate_locked(spec, output)
         _publish(manifest, output)
     return manifest
@@ -109,7 +119,7 @@ def _curate_locked(spec: CurateSpec, output: str) -> dict[str, Any]:
     spec_fp = curate_fingerprint(spec)
     logger.info("Curating %s (fingerprint %s) into %s", spec.name, spec_fp, output)
     if orphans := remove_orphan_temp_files(output):
-        logger.info("Removed %d temporary file(s) left by a killed run", len(orphans))
+        logger.info("Removed %d temporary file(s) or folder(s) left by a killed run", len(orphans))
 
     units, problems = plan_work_units(spec.sources)
     for pattern, error in problems:
@@ -119,21 +129,10 @@ def _curate_locked(spec: CurateSpec, output: str) -> dict[str, Any]:
 
     key = run_key(spec_fp, results, problems)
     previous = read_manifest(output)
-    if previous and previous.get("run_key") == key and _shards_present(output, previous["shards"]):
+    if previous and previous.get("run_key") == key and shards_present(output, previous["shards"]):
         logger.info("Output is up to date (run key %s): nothing to write", key)
         return previous
     return _assemble(spec, spec_fp, key, results, problems, output, work_dir)
-
-
-def remove_orphan_temp_files(output: str) -> list[str]:
-    """Delete `*.tmp-*` files under the output: with its lock held, they can only be a killed run's leftovers."""
-    fs, root = url_to_fs(output)
-    if not fs.exists(root):
-        return []
-    orphans = [p for p in fs.find(root) if ".tmp-" in p.rsplit("/", 1)[-1]]
-    for path in orphans:
-        fs.rm(path)
-    return orphans
 
 
 def _assemble(
@@ -155,9 +154,11 @@ def _assemble(
         return write_shard_task.submit(plan, spec.shards.row_group_rows, spec.shards.compression_level)
 
     shards = []
-    for entry in bounded_in_order(submit, plans, spec.run.workers):
-        shards.append(entry)
-        fault_point("curate.shard_written", entry["path"])
+    # closing: should this loop raise, the shards still in flight finish before the lock is released
+    with closing(bounded_in_order(submit, plans, spec.run.workers)) as written:
+        for entry in written:
+            shards.append(entry)
+            fault_point("curate.shard_written", entry["path"])
     remove_stale_shards(output, {s["path"] for s in shards})
     manifest = build_manifest(
         spec=spec.model_dump(mode="json"), fingerprint=spec_fp, run_key=key, results=results,
@@ -174,14 +175,6 @@ def _assemble(
 
 def _json_bytes(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _shards_present(output: str, shards: list[dict[str, Any]]) -> bool:
-    fs, data = url_to_fs(f"{output}/data")
-    try:
-        return all(fs.size(f"{data}/{s['path']}") == s["bytes"] for s in shards)
-    except FileNotFoundError:
-        return False
 
 
 def _publish(manifest: dict[str, Any], output: str) -> None:

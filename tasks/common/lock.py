@@ -17,12 +17,24 @@ created with fsspec's `pipe_file(mode="create")`: atomic where the store support
 both get it there. It is deleted when the run ends normally. A run killed outright leaves it behind:
 it is taken over only when it names a dead process on this same host; otherwise the error names the
 object to delete once you know that run is gone.
+
+Takeover of a stale remote lock deletes only that exact object, never a newer holder's lock. fsspec's
+`rm` has no condition (S3's DeleteObject If-Match and GCS's ifGenerationMatch exist, but no fsspec
+filesystem passes them), so takeovers are serialised with the same primitive as the lock itself: a run
+first creates the claim `<lock>.takeover-<sha256 of the stale lock's bytes>` with `mode="create"` (only one
+run gets it), then re-reads the lock and deletes it only if its bytes are still the stale ones, creates
+its own lock with `mode="create"`, and removes the claim. A run that loses the claim, or finds the lock
+changed, looks again and names the new holder. Where the store's create is atomic, so is the takeover;
+where it is check-then-write (see above), two runs starting a takeover within the same instant may both
+get the claim. A run killed between creating its claim and finishing leaves the claim behind: the error
+then names both objects to delete.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -141,26 +153,65 @@ def _remote_lock(output: str) -> Iterator[dict[str, Any]]:
     url = f"{output.rstrip('/')}/{LOCK_NAME}"
     owner = owner_record()
     data = json.dumps(owner).encode("utf-8")
-    for attempt in range(2):
-        try:
-            fs.pipe_file(path, data, mode="create")
+    holder, why = None, "it was released and taken again while we looked"
+    for _ in range(3):  # each look-again follows a change by another run; three in a row: give up and say so
+        if _create(fs, path, data):
             break
-        except FileExistsError:
-            holder = _read_remote(fs, path)
-            if attempt == 0 and _is_stale(holder):
-                fs.rm(path)  # its holder died on this host: take it over
-                continue
+        raw = _read_raw(fs, path)
+        if raw is None:
+            continue  # released since our create: try again
+        holder = _parse(raw)
+        if not _is_stale(holder):
             remedy = "a remote lock outlives a crashed run: if that run is gone, delete the lock object"
-            raise OutputLocked(locked_message(output, holder, url, remedy), holder) from None
+            raise OutputLocked(locked_message(output, holder, url, remedy), holder)
+        why = _take_over(fs, path, raw, data)
+        if not why:
+            break  # its holder died on this host: the lock is ours now
+    else:
+        remedy = (f"its holder is dead but the takeover did not go through ({why}); if no other run is starting, "
+                  f"delete the lock object and {url}.takeover-*")
+        raise OutputLocked(locked_message(output, holder, url, remedy), holder)
     try:
         yield owner
     finally:
-        if (_read_remote(fs, path) or {}).get("token") == owner["token"]:
+        if (_parse(_read_raw(fs, path) or b"") or {}).get("token") == owner["token"]:
             fs.rm(path)
 
 
-def _read_remote(fs: Any, path: str) -> dict[str, Any] | None:
+def _create(fs: Any, path: str, data: bytes) -> bool:
+    """Create the object only if it does not exist (atomic where the store supports conditional writes)."""
     try:
-        return _parse(fs.cat_file(path))
+        fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    return True
+
+
+def _take_over(fs: Any, path: str, stale: bytes, data: bytes) -> str:
+    """Replace the stale lock object whose bytes are `stale` by ours; '' on success, else why not.
+
+    Only the run holding the claim for these exact bytes may delete them, and only while they are still there,
+    so a run never deletes a lock that another run took over in the meantime (module docstring).
+    """
+    claim = f"{path}.takeover-{hashlib.sha256(stale).hexdigest()[:16]}"
+    if not _create(fs, claim, data):
+        return f"another run holds the takeover claim {claim}"
+    try:
+        if _read_raw(fs, path) != stale:
+            return "the lock changed while we looked"
+        fs.rm(path)
+        if not _create(fs, path, data):
+            return "another run created the lock first"
+        return ""
+    finally:
+        try:
+            fs.rm(claim)
+        except FileNotFoundError:
+            pass
+
+
+def _read_raw(fs: Any, path: str) -> bytes | None:
+    try:
+        return fs.cat_file(path)
     except FileNotFoundError:
         return None

@@ -28,6 +28,7 @@ its first copy (`removed.parquet` then maps the id to itself).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections import Counter
@@ -44,6 +45,7 @@ from fsspec.core import url_to_fs
 
 from data_specs import DedupSpec
 from tasks.dedup.core import REASON_CODES, Decisions, ExactJaccard, decide
+from tasks.corpus.output import is_shard_name
 from tasks.corpus.unit_files import has_band_keys, load_texts, fixed_list_matrix
 from tasks.dedup.lsh import band_key_matrix
 from tasks.dedup.minhash import EMPTY
@@ -381,20 +383,40 @@ def plan_shards(outcome: DedupOutcome, output: str, target_mb: float) -> list[Sh
 
 
 def read_manifest(output: str) -> dict | None:
-    """The manifest at an output root, or None."""
+    """The manifest at an output root, or None when there is none or it cannot be read.
+
+    An unreadable manifest (cut short by a power loss, not JSON, not an object with a shard list) is what a
+    missing one is: the run rebuilds the output and writes a new one, instead of failing on it every rerun.
+    """
     fs, path = url_to_fs(f"{output.rstrip('/')}/manifest.json")
-    if not fs.exists(path):
+    try:
+        with fs.open(path, "rb") as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
         return None
-    with fs.open(path, "r") as f:
-        return json.load(f)
+    except (UnicodeDecodeError, ValueError) as exc:
+        logging.getLogger(__name__).warning("manifest %s cannot be read (%s): rebuilding the output", path, exc)
+        return None
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(shards, list) or not all(isinstance(s, dict) and {"path", "bytes", "sha256"} <= s.keys()
+                                               for s in shards):
+        logging.getLogger(__name__).warning("manifest %s has no shard list: rebuilding the output", path)
+        return None
+    return manifest
 
 
 def remove_stale_shards(output: str, keep: set[str]) -> list[str]:
-    """Delete shard files under `output/data/` that the current plan does not name (a changed spec)."""
+    """Delete shard files under `output/data/` that the current plan does not name (a changed spec).
+
+    Only lmpipe's own shard names (`shard-NNNNN-of-NNNNN.parquet`) are candidates: a user's file or folder
+    in `data/` is never deleted, descended into, or a reason to fail (see `tasks.corpus.output`).
+    """
     fs, data = url_to_fs(f"{output.rstrip('/')}/data")
-    if not fs.exists(data):
+    if not fs.isdir(data):
         return []
-    stale = [p for p in fs.ls(data, detail=False) if p.rsplit("/", 1)[-1] not in keep]
+    files = {e["name"]: e["name"].rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(data, detail=True)
+             if e.get("type") == "file"}
+    stale = [path for path, name in files.items() if is_shard_name(name) and name not in keep]
     for path in stale:
         fs.rm(path)
     return stale

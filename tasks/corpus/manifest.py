@@ -79,10 +79,12 @@ def build_manifest(
         entry["documents_in"] += r.docs_in
         entry["after_cleaning"] += r.kept
         entry["text_bytes_after_cleaning"] += r.text_bytes
+    # Planning problems in spec order, then failed units in corpus order (never completion order, which
+    # changes from run to run): a rebuilt manifest has the same bytes.
     failed = [{"input": pattern, "error": error, "documents_read": 0} for pattern, error in planning_problems]
     failed += [
         {"input": r.label, "url": r.url, "error": r.error, "documents_read": r.docs_in}
-        for r in results
+        for r in sorted(results, key=_corpus_position)
         if r.error is not None
     ]
     manifest = {
@@ -117,13 +119,18 @@ def build_manifest(
         "inputs": [
             {"label": r.label, "url": r.url, "range": [r.start, r.end], "unit_key": r.key,
              "documents_in": r.docs_in, "kept": r.kept, "error": r.error}
-            for r in sorted(results, key=lambda r: (r.source_index, r.url, r.start or 0))
+            for r in sorted(results, key=_corpus_position)
         ],
         "shards": list(shards),
         "spec": spec,
     }
     check_reconciles(manifest)
     return manifest
+
+
+def _corpus_position(result: UnitResult) -> tuple:
+    """Where a unit stands in the corpus: source, input URL, byte range (then label, to break any tie)."""
+    return (result.source_index, result.url, result.start or 0, result.end or 0, result.label)
 
 
 def check_reconciles(manifest: dict[str, Any]) -> None:

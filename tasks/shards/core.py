@@ -313,13 +313,39 @@ def bounded_in_order(submit: Callable[[T], _Future], items: Iterable[T], limit: 
 
     A window, not a map: the next item is submitted only once the oldest one finished, so a corpus of
     thousands of shards never has more than `limit` of them reading and writing at once.
+
+    Nothing outlives it: when a result raises, or the caller stops early (an exception in its loop, `close()`),
+    the items still in flight are cancelled where the future allows it and waited for otherwise, before the
+    exception leaves. The caller's lock on the output is thus never released while a shard is being written.
     """
     if limit < 1:
         raise ValueError(f"limit must be at least 1, not {limit}")
     window: deque[_Future] = deque()
-    for item in items:
-        window.append(submit(item))
-        if len(window) >= limit:
+    try:
+        for item in items:
+            window.append(submit(item))
+            if len(window) >= limit:
+                yield window.popleft().result()
+        while window:
             yield window.popleft().result()
-    while window:
-        yield window.popleft().result()
+    finally:
+        _settle(window)
+
+
+def _settle(futures: Iterable[Any]) -> None:
+    """Cancel the futures that have not started (where they can be cancelled), then wait for every one of them.
+
+    Their own errors are dropped here: the error that is already leaving (or the caller's) is the one to report.
+    """
+    pending = list(futures)
+    for future in pending:
+        if callable(getattr(future, "cancel", None)):
+            future.cancel()  # concurrent.futures: only a future that has not started; Prefect's have no cancel
+    for future in pending:
+        if callable(getattr(future, "wait", None)):
+            future.wait()  # PrefectFuture: waits for the final state, never raises the task's error
+            continue
+        try:
+            future.result()
+        except Exception:  # noqa: BLE001 - cancelled or failed: either way it no longer runs
+            pass

@@ -96,7 +96,8 @@ def test_rerun_skips_finished_work_and_is_byte_identical(first_run):
     for shard in (out / "data").glob("*.parquet"):
         shard.unlink()
     (out / "manifest.json").unlink()
-    orphans = [out / "data" / "shard-00000-of-00002.parquet.tmp-0badf00d", out / "_work" / "units" / "k.json.tmp-1"]
+    orphans = [out / "data" / "shard-00000-of-00002.parquet.tmp-0badf00d",
+               out / "_work" / "units" / "k.json.tmp-1badf00d"]
     for orphan in orphans:  # what a killed run leaves: only a run holding the lock may clear them
         orphan.write_bytes(b"half written")
     again = curate(str(spec))  # assembled again, from the cached units only

@@ -94,3 +94,78 @@ def test_remote_lock_of_a_dead_process_on_this_host_is_taken_over(memory_output)
     fs.pipe_file(f"/lock-test/out/{LOCK_NAME}", json.dumps(record).encode())
     with pytest.raises(OutputLocked, match="some-other-machine"), output_lock(memory_output):
         pass
+
+
+# ---- stale-lock takeover races (deterministic: the second locker runs inside a hook of the first) ------------
+
+
+def _stale_lock(fs) -> bytes:  # noqa: ANN001
+    """A lock object left by a process of this host that is dead: the one kind a run may take over."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record = {"pid": int(dead.stdout), "host": socket.gethostname(), "since": "2026-01-01T00:00:00Z", "token": "s"}
+    data = json.dumps(record).encode()
+    fs.pipe_file(f"/lock-test/out/{LOCK_NAME}", data)
+    return data
+
+
+def _race(monkeypatch, fs, method: str, output: str, after: bool) -> dict:  # noqa: ANN001
+    """Make the first locker's first `fs.<method>` call on the lock object run a whole second locker ("B")
+    just `after` (or before) it; returns what B got: {"owner": its record, "ctx": ...} or {"refused": error}."""
+    lock_path = f"/lock-test/out/{LOCK_NAME}"
+    real = getattr(fs, method)
+    seen = {"calls": 0, "inside": False}
+    second: dict = {}
+
+    def run_second() -> None:
+        seen["inside"] = True
+        ctx = output_lock(output)
+        try:
+            second["owner"], second["ctx"] = ctx.__enter__(), ctx
+        except OutputLocked as exc:
+            second["refused"] = exc
+        seen["inside"] = False
+
+    def hooked(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        first = path.rstrip("/").endswith(lock_path) and not seen["inside"] and not seen["calls"]
+        if first:
+            seen["calls"] += 1
+            if not after:
+                run_second()
+        result = real(path, *args, **kwargs)
+        if first and after:
+            run_second()
+        return result
+
+    monkeypatch.setattr(fs, method, hooked)
+    return second
+
+
+def _lock_token(fs) -> str:  # noqa: ANN001
+    return json.loads(fs.cat_file(f"/lock-test/out/{LOCK_NAME}"))["token"]
+
+
+def test_stale_lock_taken_over_by_another_run_between_read_and_delete_is_not_deleted(memory_output, monkeypatch):
+    """B takes the stale lock over right after A read it: A must not delete B's fresh lock, and is refused."""
+    fs = fsspec.filesystem("memory")
+    _stale_lock(fs)
+    second = _race(monkeypatch, fs, "cat_file", memory_output, after=True)
+    with pytest.raises(OutputLocked) as refused, output_lock(memory_output):
+        pass
+    assert "owner" in second, second.get("refused")  # B took the stale lock over
+    assert _lock_token(fs) == second["owner"]["token"]  # and still holds it: A deleted nothing of B's
+    assert refused.value.holder["token"] == second["owner"]["token"]  # A names the new holder
+    second["ctx"].__exit__(None, None, None)
+    assert not fs.exists(f"/lock-test/out/{LOCK_NAME}")
+
+
+def test_two_takeovers_of_one_stale_lock_give_it_to_one_run(memory_output, monkeypatch):
+    """B tries the same takeover while A is about to delete the stale lock: exactly one of them holds it."""
+    fs = fsspec.filesystem("memory")
+    _stale_lock(fs)
+    second = _race(monkeypatch, fs, "rm", memory_output, after=False)
+    with output_lock(memory_output) as owner:
+        assert "refused" in second, "both runs hold the lock"
+        assert "takeover" in str(second["refused"])  # B says a takeover is under way, and what to delete if stuck
+        assert _lock_token(fs) == owner["token"]
+    assert not fs.exists(f"/lock-test/out/{LOCK_NAME}")
+    assert not fs.glob(f"/lock-test/out/{LOCK_NAME}.takeover-*")  # the claim is gone with the takeover

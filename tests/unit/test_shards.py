@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,6 +17,7 @@ from tasks.shards.core import (
     DOC_SCHEMA,
     AtomicParquetWriter,
     ShardPlan,
+    bounded_in_order,
     file_sha256,
     plan_balanced_shards,
     row_group_runs,
@@ -185,3 +188,56 @@ def test_sample_examples_quote_first_rows_and_read_text_of_few_row_groups(units,
     reads.clear()  # without the per-source counts it scans the source column to the end, text still of 3 groups
     assert sample_examples(str(tmp_path), shards, 2, 30) == expected
     assert len([r for r in reads if "text" in r[1]]) == 3 and len(reads) == total_groups + 3
+
+
+# ---- bounded_in_order: nothing in flight outlives it -------------------------------------------------------------
+
+
+class _SlowWrites:
+    """Fake shard tasks: item 0 fails once items 1 and 2 are running; those "write" only when `gate` opens,
+    which a timer does 0.5 s later. `written` records every write; a snapshot of it, taken as soon as
+    `bounded_in_order` gives control back, shows whether a write could still happen after that moment."""
+
+    def __init__(self) -> None:
+        self.submitted: list[int] = []
+        self.written: list[int] = []
+        self.started = {1: threading.Event(), 2: threading.Event()}
+        self.gate = threading.Event()
+        threading.Timer(0.5, self.gate.set).start()
+
+    def __call__(self, i: int) -> int:
+        if i == 0:
+            for event in self.started.values():
+                assert event.wait(timeout=30)
+            raise RuntimeError("shard 0 failed")
+        if i in self.started:
+            self.started[i].set()
+        assert self.gate.wait(timeout=30)
+        self.written.append(i)
+        return i
+
+
+def test_bounded_in_order_waits_for_tasks_in_flight_before_raising():
+    work = _SlowWrites()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        def submit(i: int) -> Future:
+            work.submitted.append(i)
+            return pool.submit(work, i)
+
+        with pytest.raises(RuntimeError, match="shard 0 failed"):
+            list(bounded_in_order(submit, range(6), limit=3))
+        written_when_raised = sorted(work.written)
+    assert written_when_raised == [1, 2]  # both in-flight writes ended before the error left (the lock is held)
+    assert work.submitted == [0, 1, 2]  # and nothing was submitted after the failure
+
+
+def test_bounded_in_order_closed_early_waits_for_tasks_in_flight():
+    work = _SlowWrites()
+    work.started[1].set()  # item 0 succeeds at once here: the caller stops after its first result
+    work.started[2].set()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = bounded_in_order(lambda i: pool.submit(lambda: i if i == 0 else work(i)), range(6), limit=3)
+        assert next(results) == 0
+        results.close()  # what the flow's `closing()` does when its loop raises
+        written_when_closed = sorted(work.written)
+    assert written_when_closed == [1, 2]  # the two still in flight finished before close() returned
