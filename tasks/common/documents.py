@@ -21,7 +21,9 @@ class Document:
     """One text document on its way through the pipeline.
 
     `signals` holds cheap-to-store quality signals computed on the way (word counts, ratios, PII
-    redactions, ...); the shard writer turns them into columns.
+    redactions, ...); the shard writer turns them into columns. `notes` are counted remarks on a kept
+    document (`{source}/{note}`, e.g. `common_crawl/stale_content_encoding`: a header that did not
+    describe the body was read past); a note is not a drop, so the counts still reconcile.
     """
 
     id: str
@@ -34,6 +36,7 @@ class Document:
     lang: str | None = None
     lang_score: float | None = None
     signals: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
