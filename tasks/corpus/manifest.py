@@ -62,8 +62,10 @@ def build_manifest(
 ) -> dict[str, Any]:
     """Everything a user needs to trust and reuse the corpus, in one JSON document."""
     drops: Counter[str] = Counter()
+    notes: Counter[str] = Counter()
     for r in results:
         drops.update(r.drops)
+        notes.update(r.notes)
     docs_in = sum(r.docs_in for r in results)
     kept = sum(s["rows"] for s in shards)
     dropped = sum(drops.values())
@@ -102,6 +104,8 @@ def build_manifest(
             "failed_inputs": len(failed),
         },
         "drop_reasons": dict(sorted(drops.items())),
+        # Records kept with a remark (outside the reconciliation: a note is not a drop).
+        "notes": dict(sorted(notes.items())),
         "duplicates": {
             **outcome.removed,
             "clusters": outcome.clusters,
@@ -239,6 +243,9 @@ def render_data_card(manifest: dict[str, Any], examples: dict[str, list[dict[str
     lines += [f"| {lang} | {n:,} |" for lang, n in manifest["languages"].items()]
     lines += ["", "## Drop reasons", "", "| reason | documents |", "|---|---:|"]
     lines += [f"| `{reason}` | {n:,} |" for reason, n in sorted(manifest["drop_reasons"].items(), key=lambda kv: -kv[1])]
+    if manifest.get("notes"):
+        lines += ["", "## Reader notes (records kept with a remark)", "", "| note | records |", "|---|---:|"]
+        lines += [f"| `{note}` | {n:,} |" for note, n in sorted(manifest["notes"].items(), key=lambda kv: -kv[1])]
     if dedup["cluster_sizes"]:
         lines += ["", "## Duplicate cluster sizes", "", "| size | clusters |", "|---:|---:|"]
         lines += [f"| {size} | {n:,} |" for size, n in dedup["cluster_sizes"].items()]

@@ -40,7 +40,9 @@ from tasks.sources.core import ReaderError, WorkUnit, read_unit, unit_content_fi
 # Bump when a change in this code (or in a reader) changes unit outputs for the same inputs and spec.
 # 2: readers' document ids changed; summaries say whether the unit is complete.
 # 3: Gopher/C4/FineWeb decide (and compute their signals) as datatrove 0.10.1 does.
-UNIT_FORMAT_VERSION = 3
+# 4: readers keep records under stale coding headers, drop one bad record (not the file), new ids for
+#    id-less WARC records and new drop reasons; summaries count the readers' notes.
+UNIT_FORMAT_VERSION = 4
 
 BATCH_DOCS = 256
 
@@ -61,6 +63,9 @@ class UnitResult:
     kept: int = 0
     text_bytes: int = 0
     drops: dict[str, int] = field(default_factory=dict)
+    # Remarks the readers made on records they kept (`Document.notes`, e.g. a stale coding header read as
+    # identity), counted per record read: a noted record may still be dropped later by a filter.
+    notes: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     complete: bool = False  # the reader reached the end of the input without error: the only reusable state
     seconds: float = 0.0
@@ -119,6 +124,7 @@ def _count_records(records: Iterable[Record], result: UnitResult, stats: Counter
     propagates and fails the unit (see the module docstring).
     """
     armed = faults.armed("curate.record")  # checked once per unit, never per record
+    notes: Counter[str] = Counter()
     try:
         for record in records:
             if armed:  # detail "<label>#<records so far>": a test can fail a unit mid-stream
@@ -127,10 +133,13 @@ def _count_records(records: Iterable[Record], result: UnitResult, stats: Counter
             if isinstance(record, Dropped):
                 stats[record.reason] += 1
             else:
+                notes.update(record.notes)
                 yield record
     except ReaderError as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         return
+    finally:
+        result.notes = dict(sorted(notes.items()))
     result.complete = True
 
 
