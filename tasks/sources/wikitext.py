@@ -288,25 +288,28 @@ def _strip_links(text: str, drop_prefixes: Set[str]) -> str:
         elif pending:
             match[pending.pop()] = m.start()
     out: list[str] = []
+    emit, find, first_opener, has_text = out.append, text.find, bisect.bisect_left, _NON_SPACE.search
     ranges = [(0, len(text))]  # text still to emit, each range stripped of its own top-level links
+    push, pop = ranges.append, ranges.pop
     while ranges:
-        pos, end = ranges.pop()
-        i = bisect.bisect_left(opens, pos)
+        pos, end = pop()
+        i = first_opener(opens, pos)
         close = match.get(opens[i], end) if i < len(opens) and opens[i] < end else end
         if close >= end:  # no link here, or one that does not close inside the range: the rest is text
-            out.append(text[pos:end])
+            emit(text[pos:end])
             continue
         at = opens[i]
-        out.append(text[pos:at])
-        ranges.append((close + 2, end))
-        pipe = text.find("|", at + 2, close)
+        emit(text[pos:at])
+        if close + 2 < end:
+            push((close + 2, end))
+        pipe = find("|", at + 2, close)
         target = text[at + 2 : close if pipe < 0 else pipe].strip()
-        if dropped_link(target, drop_prefixes):
+        if ":" in target and dropped_link(target, drop_prefixes):
             continue
-        if pipe >= 0 and _NON_SPACE.search(text, pipe + 1, close):
-            ranges.append((pipe + 1, close))  # the display text, with its own links
+        if pipe >= 0 and has_text(text, pipe + 1, close):
+            push((pipe + 1, close))  # the display text, with its own links
             continue
-        out.append(target.lstrip(":").split("#", 1)[0] if not target.startswith("#") else target[1:])
+        emit(target.lstrip(":").split("#", 1)[0] if not target.startswith("#") else target[1:])
     return "".join(out)
 
 

@@ -36,10 +36,11 @@ ADVERSARIAL = {
     "heading over blank lines": "=" + " \n" * (SIZE // 2) + "x",
     "lines of =": _rep("= \n"),
     "every line a heading": _rep("== a\n"),
-    "deeply nested links": _rep("[[a|"),  # was a RecursionError past ~500 levels
+    "deeply nested links": "[[a|" * (SIZE // 6) + "]]" * (SIZE // 6),  # was a RecursionError past ~500 levels
+    "unclosed nested links": _rep("[[a|"),
     "unclosed links": _rep("[["),
     "stray link closers": _rep("]]"),
-    "braces": "{{" * (SIZE // 4) + "|}" * (SIZE // 4),
+    "table closers under templates": "{{" * (SIZE // 5) + "\n|}" * (SIZE // 5),  # was O(depth) per closer
     "comment openers": _rep("<!--"),
     "tags without >": _rep("<a "),
     "huge character reference": "&#" + "1" * SIZE,  # was a ValueError from int()
