@@ -20,8 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.common.io import open_raw
-from tasks.sources import wikipedia
+from tasks.sources import wikipedia_bytes
 from tasks.sources.core import WorkUnit
 from tests.fixtures.make_sample_corpus import HONEY_BEE, LIGHTHOUSE, SITEINFO_HEADER, page_xml
 
@@ -85,10 +84,9 @@ def test_a_byte_range_unit_decompresses_a_bomb_stream_in_bounded_pieces(tmp_path
     header = bz2.compress((SITEINFO_HEADER + page_xml(11, 0, "A", "2020", None, "x") + "<page>").encode())
     dump.write_bytes(header + bz2.compress(b"a" * 100_000_000, 9) + bz2.compress(b"</page></mediawiki>"))
     unit = WorkUnit(0, "wikipedia", str(dump), start=len(header) - 10, end=dump.stat().st_size)
-    with open_raw(str(dump)):
-        sizes = [len(chunk) for chunk, _ in wikipedia._chunks(unit)]
+    sizes = [len(chunk) for chunk, _ in wikipedia_bytes.decompressed_chunks(unit)]
     assert sum(sizes) == 100_000_000 + len("</page></mediawiki>")
-    assert max(sizes) <= wikipedia.CHUNK_BYTES
+    assert max(sizes) <= wikipedia_bytes.CHUNK_BYTES
 
 
 @pytest.mark.parametrize("cap", [1024, 4096])
@@ -105,3 +103,23 @@ def test_pages_over_max_page_bytes_are_dropped_whole_or_cut_and_the_reader_goes_
         big = "wikipedia/page_too_large"
         assert got == [("wikipedia/enwiki/1", "doc"), ("wikipedia/enwiki/2", "doc" if cap > 4000 else big),
                        ("wikipedia/enwiki/3", big), ("wikipedia/enwiki/4", "doc")], name
+
+
+def test_byte_range_units_skip_oversized_pages_as_the_whole_read_does(tmp_path):
+    import random
+
+    from data_specs.sources import WikipediaSource
+    from tasks.sources.core import plan_units, read_unit
+
+    rng = random.Random(3)
+    pages = [(i, 0, f"P{i}", "2020", None, "w" * rng.choice([10, 500, 3000, 20000])) for i in range(60)]
+    path = tmp_path / "dump.xml"
+    path.write_text(SITEINFO_HEADER + "".join(page_xml(*p) for p in pages) + "</mediawiki>\n")
+
+    def read(split: int | None) -> list[tuple[str, str]]:
+        source = WikipediaSource(kind="wikipedia", paths=[str(path)], max_page_bytes=2048, split_bytes=split)
+        return [(r.id, getattr(r, "reason", "doc")) for u in plan_units(source, 0)[0] for r in read_unit(source, u)]
+
+    whole = read(None)
+    assert len(whole) == 60 and 0 < sum(reason != "doc" for _, reason in whole) < 60
+    assert read(1024) == read(5000) == whole
