@@ -72,6 +72,19 @@ class WikipediaSource(_SourceBase):
         description="Split a file larger than this into byte-range work units (uncompressed XML and "
         "multistream bz2); null = one unit per file.",
     )
+    wiki: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The wiki's database name (`enwiki`, `dewiki`), part of every document id. Needed only for "
+        "a dump without <siteinfo> whose file name does not follow the dump convention "
+        "(`<dbname>-<date>-pages-articles...`); a siteinfo <dbname> that differs is an error.",
+    )
+    max_page_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Skip a page whose XML is larger than this (reason wikipedia/page_too_large); bounds memory "
+        "on a damaged or hostile dump (the largest real articles are a few MB).",
+    )
     filters: FilterSetSpec = Field(default_factory=_wikipedia_filters, description="Quality filters.")
 
 

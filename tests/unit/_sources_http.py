@@ -183,3 +183,22 @@ def faulty_http_server(monkeypatch) -> Iterator[Callable[[Path, dict[str, FaultP
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def unit_raises_then_retry_completes(spec, unit, work: Path, plan: FaultPlan, io_errors: tuple[type, ...]):  # noqa: ANN001, ANN201
+    """Run `process_unit` on a unit whose read meets `plan`'s fault: it must raise one of `io_errors` (not a
+    ReaderError) and leave nothing under `work/units`; the retry (the server now serves the file whole) must
+    complete. Returns the retry's UnitResult."""
+    from tasks.sources.core import ReaderError
+    from tasks.units.core import process_unit
+
+    with pytest.raises(Exception) as failure:  # noqa: PT011 - not a result with `error`: it raises
+        process_unit(spec.sources[0], unit, spec.clean, spec.dedup.minhash, str(work))
+    assert isinstance(failure.value, io_errors) and not isinstance(failure.value, ReaderError), repr(failure.value)
+    assert plan.hits == 1
+    units = work / "units"
+    assert not units.exists() or list(units.iterdir()) == []  # no summary, no partial unit file
+    result = process_unit(spec.sources[0], unit, spec.clean, spec.dedup.minhash, str(work))  # Prefect's retry
+    assert result.complete and result.error is None
+    assert (units / f"{result.key}.json").exists()
+    return result

@@ -22,7 +22,7 @@ from tasks.common.documents import Document
 from tasks.sources.core import ReaderError, WorkUnit, read_unit
 from tasks.units.core import process_unit
 from tests.flows.helpers import write_spec
-from tests.unit._sources_http import FaultPlan, faulty_http_server  # noqa: F401 - fixture
+from tests.unit._sources_http import FaultPlan, faulty_http_server, unit_raises_then_retry_completes  # noqa: F401
 from tests.unit._warc_build import Rec, page, warc_bytes
 
 N_RECORDS = 60
@@ -97,17 +97,9 @@ def test_a_unit_that_meets_a_network_fault_raises_and_caches_nothing(inputs, sma
     name = "sample.warc.gz"
     plan = FaultPlan(mode, after=(inputs / name).stat().st_size // 2, times=1)
     url = f"{small_blocks(inputs, {'/' + name: plan})}/{name}"
-    spec = _spec(url, tmp_path)
-    work = tmp_path / "work"
-    unit = _unit(url, inputs / name)
-    with pytest.raises(Exception) as failure:  # noqa: PT011 - not a result with `error`: it raises
-        process_unit(spec.sources[0], unit, spec.clean, spec.dedup.minhash, str(work))
-    assert isinstance(failure.value, IO_ERRORS) and not isinstance(failure.value, ReaderError) and plan.hits == 1
-    units = work / "units"
-    assert not units.exists() or list(units.iterdir()) == []  # no summary, no partial unit file
-    result = process_unit(spec.sources[0], unit, spec.clean, spec.dedup.minhash, str(work))  # Prefect's retry
-    assert result.complete and result.error is None and result.docs_in == N_RECORDS
-    assert (units / f"{result.key}.json").exists()
+    result = unit_raises_then_retry_completes(_spec(url, tmp_path), _unit(url, inputs / name), tmp_path / "work", plan,
+                                              IO_ERRORS)
+    assert result.docs_in == N_RECORDS
 
 
 def test_a_corrupt_gzip_member_is_still_a_reader_error_after_the_complete_records(small_blocks, tmp_path):

@@ -271,3 +271,36 @@ def test_unreadable_siteinfo_is_an_error_not_english_defaults(tmp_path, siteinfo
     path.write_bytes(dump_with(siteinfo, [(7, 0, "Leuchtturm", "2020-01-01T00:00:00Z", None, GERMAN_TEXT)]))
     with pytest.raises(ReaderError, match=match):
         read_all(spec([path]))
+
+
+def test_a_page_the_converter_cannot_handle_is_dropped_and_the_file_goes_on(tmp_path, monkeypatch):
+    # Before: the converter's exception left the reader: the unit failed, and every retry failed again.
+    from tasks.sources import wikipedia
+
+    def convert(text, drop_prefixes):  # noqa: ANN001, ANN202
+        if "BOOM" in text:
+            raise ValueError("a page this converter cannot handle")
+        return wikitext_to_text(text, drop_prefixes)
+
+    monkeypatch.setattr(wikipedia, "wikitext_to_text", convert)
+    pages = [(1, 0, "A", "2020", None, "First."), (2, 0, "B", "2020", None, "BOOM"), (3, 0, "C", "2020", None, "Third.")]
+    path = tmp_path / "d.xml"
+    path.write_bytes(xml_dump(pages))
+    records = read_all(spec([path]))
+    assert [(r.id, r.text if isinstance(r, Document) else r.reason) for r in records] == [
+        ("wikipedia/enwiki/1", "First."), ("wikipedia/enwiki/2", "wikipedia/convert_error"),
+        ("wikipedia/enwiki/3", "Third.")]
+    monkeypatch.setattr(wikipedia, "wikitext_to_text", lambda *_: (_ for _ in ()).throw(MemoryError()))
+    with pytest.raises(MemoryError):  # not the page's fault: the unit is retried
+        read_all(spec([path]))
+
+
+def test_vandalised_pages_convert_instead_of_failing_the_file(tmp_path):
+    # Before: `&#` and 5000 digits raised ValueError in html.unescape (int() refuses over 4300 digits), and
+    # links nested 2000 deep a RecursionError: either failed the whole file, on every retry.
+    pages = [(1, 0, "A", "2020", None, "x &#" + "1" * 5000 + "; y"), (2, 0, "B", "2020", None, "[[a|" * 2000 + "z"),
+             (3, 0, "C", "2020", None, "Fine.")]
+    path = tmp_path / "d.xml"
+    path.write_bytes(xml_dump(pages))
+    records = read_all(spec([path]))
+    assert [r.text for r in records] == ["x \ufffd y", "[[a|" * 2000 + "z", "Fine."]
