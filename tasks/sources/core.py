@@ -217,7 +217,12 @@ def hf_file_rows(source: HFDatasetSource, url: str) -> int:
         return int(json.loads(entry.read_text())["rows"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    rows = sum(batch.num_rows for batch in stream_data_file(source, url).with_format("arrow").iter(batch_size=8192))
+    try:
+        rows = sum(batch.num_rows for batch in stream_data_file(source, url).with_format("arrow").iter(batch_size=8192))
+    except ValueError:  # a bad record: counted as the record-by-record fallback reads the file
+        from tasks.sources.hf_files import count_records
+
+        rows = count_records(source.name, url)
     try:
         write_text_atomically(entry, json.dumps({"url": url, "rows": rows}))
     except OSError:
