@@ -113,6 +113,7 @@ def with_content(source: SourceSpec, units: list[WorkUnit]) -> list[WorkUnit]:
     empty: its unit fingerprints it and fails there, as one failed unit, instead of stopping the planning.
     """
     fingerprint_file = functools.cache(cached_content_fingerprint)
+    identity = functools.cache(functools.partial(_hf_identity, source))  # once per source, not once per unit
     shared = Counter(unit.url for unit in units)
     filled = []
     for unit in units:
@@ -121,7 +122,7 @@ def with_content(source: SourceSpec, units: list[WorkUnit]) -> list[WorkUnit]:
             filled.append(unit)
             continue
         try:
-            content: str | None = _unit_fingerprint(source, unit, fingerprint_file)
+            content: str | None = _unit_fingerprint(source, unit, fingerprint_file, identity)
         except Exception:  # noqa: BLE001 - re-raised by the unit that reads the file
             content = None
         filled.append(dataclasses.replace(unit, content=content))
@@ -273,7 +274,8 @@ def unit_content_fingerprint(source: SourceSpec, unit: WorkUnit) -> str:
 
     For `hf_dataset`, the dataset coordinates (name, config, split, revision, data files); a local data
     file also contributes its content fingerprint, so editing it invalidates the cache. A row-range unit
-    adds its file's fingerprint, the file's first row and the range.
+    adds its file's fingerprint, the file's first row and the range. A hub dataset not pinned to a commit
+    adds the commit it resolves to, and remote data files their ETag/size/mtime (`hf_identity`).
 
     The planner's `unit.content` is used when present; otherwise the files are fingerprinted here
     (through the cache of `cached_content_fingerprint`). Either way the string is the one earlier
@@ -284,8 +286,16 @@ def unit_content_fingerprint(source: SourceSpec, unit: WorkUnit) -> str:
     return _unit_fingerprint(source, unit, cached_content_fingerprint)
 
 
-def _unit_fingerprint(source: SourceSpec, unit: WorkUnit, fingerprint_file: Callable[[str], str]) -> str:
-    """`unit_content_fingerprint` with the per-file fingerprint function given (the planner memoises it)."""
+def _hf_identity(source: HFDatasetSource) -> dict:
+    from tasks.sources.hf_identity import source_identity
+
+    return source_identity(source)
+
+
+def _unit_fingerprint(source: SourceSpec, unit: WorkUnit, fingerprint_file: Callable[[str], str],
+                      identity: Callable[[], dict] | None = None) -> str:
+    """`unit_content_fingerprint` with the per-file fingerprint and hf identity functions given (the planner
+    memoises both)."""
     if isinstance(source, HFDatasetSource):
         files = []
         for f in source.data_files or []:
@@ -300,6 +310,7 @@ def _unit_fingerprint(source: SourceSpec, unit: WorkUnit, fingerprint_file: Call
         }
         if unit.first_row is not None:
             payload["part"] = [fingerprint_file(unit.url), unit.first_row, unit.start, unit.end]
+        payload.update(identity() if identity is not None else _hf_identity(source))  # {} when pinned and local
         return "hf:" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     fingerprint = fingerprint_file(unit.url)
     if unit.start is None and unit.end is None:
