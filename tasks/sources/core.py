@@ -27,7 +27,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from data_specs.sources import CommonCrawlSource, HFDatasetSource, SourceSpec, WikipediaSource
@@ -36,6 +36,9 @@ from tasks.common.io import (
     cached_content_fingerprint, expand_paths, file_size, fingerprint_cache_dir, open_decompressed, open_raw,
     write_text_atomically,
 )
+
+if TYPE_CHECKING:
+    from tasks.sources.planning import Mapper
 
 # An hf_dataset stored as Parquet becomes units of whole row groups of about this many rows (at least
 # one row group, never crossing a file), like `split_bytes` for a dump.
@@ -76,15 +79,17 @@ class WorkUnit:
         return f"{name}[{self.start or 0}:{'' if self.end is None else self.end}]"
 
 
-def plan_units(source: SourceSpec, source_index: int) -> tuple[list[WorkUnit], list[tuple[str, str]]]:
+def plan_units(source: SourceSpec, source_index: int, mapper: Mapper | None = None
+               ) -> tuple[list[WorkUnit], list[tuple[str, str]]]:
     """Expand the source's paths into work units; returns (units, problems).
 
     `problems` are `(pattern_or_url, error)` pairs for the manifest: a missing file, a glob matching
     nothing. Wikipedia files larger than `split_bytes` become byte-range units (uncompressed XML and
     bz2, where each unit owns the bz2 streams starting in its range); everything else is one unit per file.
+    The inputs are hashed in parallel by `mapper` (default: a thread pool, see `tasks.sources.planning`).
     """
     if isinstance(source, HFDatasetSource):
-        return with_content(source, hf_units(source, source_index)), []
+        return with_content(source, hf_units(source, source_index), mapper), []
     files, problems = expand_paths(list(source.paths))
     if isinstance(source, CommonCrawlSource) and source.paths_file:
         listed, problem = read_paths_listing(source.paths_file, source.base_url, source.max_files)
@@ -101,24 +106,29 @@ def plan_units(source: SourceSpec, source_index: int) -> tuple[list[WorkUnit], l
                     units.append(WorkUnit(source_index, source.kind, url, start, min(start + source.split_bytes, size)))
                 continue
         units.append(WorkUnit(source_index, source.kind, url))
-    return with_content(source, units), problems
+    return with_content(source, units, mapper), problems
 
 
-def with_content(source: SourceSpec, units: list[WorkUnit]) -> list[WorkUnit]:
+def with_content(source: SourceSpec, units: list[WorkUnit], mapper: Mapper | None = None) -> list[WorkUnit]:
     """The units with `content` filled in, hashing each file once however many units share it.
 
     Filled for local files, files shared by several units and hf_dataset units. A remote file that is
     one unit keeps `content` empty: its worker asks the store for the ETag itself, so a long list of
     remote files is not queried one by one here. A file that cannot be fingerprinted now also stays
     empty: its unit fingerprints it and fails there, as one failed unit, instead of stopping the planning.
+    The files are hashed first, all at once through `mapper` (in parallel), then looked up per unit.
     """
-    fingerprint_file = functools.cache(cached_content_fingerprint)
-    identity = functools.cache(functools.partial(_hf_identity, source))  # once per source, not once per unit
+    from tasks.sources.planning import ThreadMap, default_workers, hash_inputs
+
     shared = Counter(unit.url for unit in units)
+    wanted = [_is_local(u.url) or shared[u.url] > 1 or u.kind == "hf_dataset" for u in units]
+    to_hash = [f for unit, want in zip(units, wanted, strict=True) if want for f in _files_of(source, unit)]
+    hashed = hash_inputs(to_hash, mapper or ThreadMap(default_workers()))
+    fingerprint_file = functools.cache(functools.partial(_hashed_or_now, hashed))
+    identity = functools.cache(functools.partial(_hf_identity, source))  # once per source, not once per unit
     filled = []
-    for unit in units:
-        local = "://" not in unit.url or unit.url.startswith("file://")
-        if not (local or shared[unit.url] > 1 or unit.kind == "hf_dataset"):
+    for unit, want in zip(units, wanted, strict=True):
+        if not want:
             filled.append(unit)
             continue
         try:
@@ -286,6 +296,28 @@ def unit_content_fingerprint(source: SourceSpec, unit: WorkUnit) -> str:
     return _unit_fingerprint(source, unit, cached_content_fingerprint)
 
 
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def _files_of(source: SourceSpec, unit: WorkUnit) -> list[str]:
+    """The files whose fingerprints `_unit_fingerprint` takes for this unit (so the planner hashes them first)."""
+    if not isinstance(source, HFDatasetSource):
+        return [unit.url]
+    files = [f for f in source.data_files or [] if _is_local(f) and os.path.exists(f.removeprefix("file://"))]
+    return files + ([unit.url] if unit.first_row is not None else [])
+
+
+def _hashed_or_now(hashed: dict[str, str | BaseException], url: str) -> str:
+    """The planner's fingerprint of `url` (raising what hashing it raised), else hash it now."""
+    got = hashed.get(url)
+    if got is None:
+        return cached_content_fingerprint(url)
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
 def _hf_identity(source: HFDatasetSource) -> dict:
     from tasks.sources.hf_identity import source_identity
 
@@ -299,8 +331,7 @@ def _unit_fingerprint(source: SourceSpec, unit: WorkUnit, fingerprint_file: Call
     if isinstance(source, HFDatasetSource):
         files = []
         for f in source.data_files or []:
-            local = "://" not in f or f.startswith("file://")
-            files.append([f, fingerprint_file(f) if local and os.path.exists(f.removeprefix("file://")) else None])
+            files.append([f, fingerprint_file(f) if _is_local(f) and os.path.exists(f.removeprefix("file://")) else None])
         payload: dict = {
             "name": source.name,
             "config": source.config,
