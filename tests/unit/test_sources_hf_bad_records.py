@@ -90,3 +90,18 @@ def test_a_good_file_never_takes_the_fallback(tmp_path, monkeypatch):
     (tmp_path / "a.jsonl").write_bytes(_jsonl(_rows("a")))
     got = _read("json", [tmp_path / "a.jsonl"])
     assert len(got) == ROWS and all(not r[1].startswith("hf_dataset/") for r in got)
+
+
+def test_rows_read_before_the_failure_are_not_repeated(tmp_path, caplog):
+    # An invalid-UTF-8 cell alone: `datasets` hands out the rows before it, then fails; the fallback goes on
+    # after them (skipping what was yielded), so no row is repeated or shifted.
+    lines = _jsonl(_rows("a")).splitlines(keepends=True)
+    lines[120] = b'{"text": "caf\xff", "key": "bad", "n": 120}\n'
+    (tmp_path / "a.jsonl").write_bytes(b"".join(lines))
+    (tmp_path / "fixed.jsonl").write_bytes(_jsonl(_rows("a")))
+    with caplog.at_level("WARNING", logger="tasks.sources.hf_files"):
+        got = _read("json", [tmp_path / "a.jsonl"], id_field="key")
+    assert "parsing failed after 120 rows" in caplog.text  # the case under test: a failure mid-file
+    good = _read("json", [tmp_path / "fixed.jsonl"], id_field="key")
+    assert got[120] == ("hf_dataset/json/train/120", "hf_dataset/decode_error")
+    assert got[:120] + got[121:] == good[:120] + good[121:]
