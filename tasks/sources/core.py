@@ -330,8 +330,9 @@ def _unit_fingerprint(source: SourceSpec, unit: WorkUnit, fingerprint_file: Call
     memoises both)."""
     if isinstance(source, HFDatasetSource):
         files = []
+        local = set(_files_of(source, dataclasses.replace(unit, first_row=None)))  # the local files that exist
         for f in source.data_files or []:
-            files.append([f, fingerprint_file(f) if _is_local(f) and os.path.exists(f.removeprefix("file://")) else None])
+            files.append([f, fingerprint_file(f) if f in local else None])
         payload: dict = {
             "name": source.name,
             "config": source.config,

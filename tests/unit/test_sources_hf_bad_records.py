@@ -72,7 +72,8 @@ def test_csv_bad_records_are_dropped_and_good_ids_kept(tmp_path):
     assert got[50] == ("hf_dataset/csv/train/50", "hf_dataset/decode_error")
     assert got[60] == ("hf_dataset/csv/train/60", "hf_dataset/bad_csv")
     assert got[:50] + got[51:60] + got[61:] == good[:50] + good[51:60] + good[61:]
-    assert got[10] == ("hf_dataset/csv/train/k10", "a\nmultiline cell") and got[-1] == ("hf_dataset/csv/train/t0", "tail row")
+    assert got[10] == ("hf_dataset/csv/train/k10", "a\nmultiline cell")
+    assert got[-1] == ("hf_dataset/csv/train/t0", "tail row")
 
 
 def test_unreadable_json_array_file_is_a_reader_error(tmp_path):
