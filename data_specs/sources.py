@@ -128,6 +128,12 @@ class BooksSource(_SourceBase):
     kind: Literal["books"]
     paths: list[str] = Field(min_length=1, description="Globs or fsspec URLs of .txt files.")
     strip_boilerplate: bool = Field(True, description="Strip Project Gutenberg-style headers and footers.")
+    max_book_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="Drop a book larger than this once decompressed (reason books/too_large); reading stops at "
+        "the cap, so a compression bomb costs at most this much memory.",
+    )
     filters: FilterSetSpec = Field(default_factory=_books_filters, description="Quality filters.")
 
 

@@ -121,7 +121,7 @@ def _curate_locked(spec: CurateSpec, output: str) -> dict[str, Any]:
     if orphans := remove_orphan_temp_files(output):
         logger.info("Removed %d temporary file(s) or folder(s) left by a killed run", len(orphans))
 
-    units, problems = plan_work_units(spec.sources)
+    units, problems = plan_work_units(spec.sources, spec.run)  # inputs hashed in parallel (threads or Ray)
     for pattern, error in problems:
         logger.warning("Input %s: %s", pattern, error)
     runner = make_task_runner(spec.run)

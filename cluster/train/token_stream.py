@@ -30,12 +30,18 @@ from __future__ import annotations
 import bisect
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+
+# Shards kept open at once (least recently used closed first): a job over thousands of shards must not hit
+# `ulimit -n`. Reads move through the shards in order, so a handful already makes reopening rare.
+MAX_OPEN_SHARDS = 16
+
 
 @dataclass(frozen=True)
 class RowIndex:
@@ -51,7 +57,8 @@ def index_shards(paths: Sequence[str]) -> RowIndex:
     """Read the shards' Parquet footers (no data) into a `RowIndex`."""
     groups, starts, total = [], [], 0
     for s, path in enumerate(paths):
-        meta = pq.ParquetFile(path).metadata
+        with pq.ParquetFile(path) as f:  # closed at once: thousands of shards must not pile up open files
+            meta = f.metadata
         for g in range(meta.num_row_groups):
             n = meta.row_group(g).num_rows
             if n:
@@ -79,18 +86,37 @@ def first_row(k: int, *, rank: int, world_size: int, batch_size: int, per_rank: 
 
 
 class _RowReader:
-    """Reads row ranges, keeping the last decoded row group: consecutive batches decode each group once."""
+    """Reads row ranges, keeping the last decoded row group: consecutive batches decode each group once.
 
-    def __init__(self, index: RowIndex, column: str):
-        self.index, self.column = index, column
-        self._files: dict[int, pq.ParquetFile] = {}
+    At most `max_open` shards are open at a time (an LRU of `ParquetFile`s); an evicted shard is closed and
+    reopened on its next read, which changes nothing in what is read.
+    """
+
+    def __init__(self, index: RowIndex, column: str, max_open: int = MAX_OPEN_SHARDS):
+        self.index, self.column, self.max_open = index, column, max(1, max_open)
+        self._files: OrderedDict[int, pq.ParquetFile] = OrderedDict()
         self._cached: tuple[int, np.ndarray] | None = None  # (group position, its rows as (n, T))
+
+    def _file(self, shard: int) -> pq.ParquetFile:
+        """The shard's open `ParquetFile`, opening it (and closing the least recently used) when needed."""
+        f = self._files.get(shard)
+        if f is not None:
+            self._files.move_to_end(shard)
+            return f
+        while len(self._files) >= self.max_open:
+            self._files.popitem(last=False)[1].close()
+        f = self._files[shard] = pq.ParquetFile(self.index.paths[shard])
+        return f
+
+    def close(self) -> None:
+        """Close every open shard."""
+        while self._files:
+            self._files.popitem()[1].close()
 
     def _group(self, pos: int) -> np.ndarray:
         if self._cached is None or self._cached[0] != pos:
             shard, group = self.index.groups[pos]
-            f = self._files.get(shard) or self._files.setdefault(shard, pq.ParquetFile(self.index.paths[shard]))
-            col = f.read_row_group(group, columns=[self.column]).column(self.column).combine_chunks()
+            col = self._file(shard).read_row_group(group, columns=[self.column]).column(self.column).combine_chunks()
             self._cached = (pos, col.flatten().to_numpy().reshape(len(col), -1))
         return self._cached[1]
 
@@ -175,6 +201,9 @@ class TokenStream(Iterator[torch.Tensor]):
         self._stop.set()
         if self._queue is not None:
             self._thread.join(timeout=5)
+            if self._thread.is_alive():
+                return  # still reading: its files close when the process ends
+        self._reader.close()
 
     def __enter__(self) -> TokenStream:
         return self

@@ -2,7 +2,9 @@
 
 Input: a .txt file (any compression, detected from content). Output: `Document(id="books/<path>")`
 with the title from the Gutenberg `Title:` line (else the file stem), or `Dropped('books/empty')` when
-nothing is left.
+nothing is left. A book is read in 1 MiB chunks and dropped as `books/too_large` as soon as it passes
+`max_book_bytes` decompressed (default 64 MiB; the rest is never decompressed, so a gzip bomb costs at
+most the cap); damaged compressed data (a corrupt or truncated .gz) is a `ReaderError`.
 
 Ids: `<path>` is the file's path relative to the source's root, without its extensions
 (`books/pg1342`, `books/gutenberg/en/pg1342`), so same-named files in two folders get two ids. The
@@ -33,8 +35,8 @@ from urllib.parse import urlsplit
 
 from data_specs.sources import BooksSource
 from tasks.common.documents import Document, Dropped
-from tasks.common.io import open_decompressed
-from tasks.sources.core import WorkUnit
+from tasks.common.io import DECODE_ERRORS, is_corrupt_data, open_decompressed
+from tasks.sources.core import ReaderError, WorkUnit
 
 SOURCE = "books"
 
@@ -53,15 +55,18 @@ _TITLE = re.compile(r"^[ \t]*Title:[ \t]*(.+?)[ \t]*$", re.M)
 _CHARSET = re.compile(r"^[ \t]*Character set encoding:[ \t]*([\w-]+)", re.I | re.M)
 _CREDIT = re.compile(r"\A\s*(?:Produced by|This e-?text was produced by|E-text prepared by|Transcribed from)[^\n]*(?:\n[^\n]+)*\n\s*\n", re.I)  # noqa: E501
 _HEADER_SCAN = 20_000  # the PG header is a few hundred bytes; markers beyond this are body text
+_CHUNK_BYTES = 1 << 20  # decompressed bytes read at a time: memory stays bounded by the cap, not the file
 
 
 def read_book(source: BooksSource, unit: WorkUnit) -> Iterator[Document | Dropped]:
-    """Yield the book as one Document (or one Dropped when it is empty)."""
-    with open_decompressed(unit.url) as (stream, _):
-        data = stream.read()
+    """Yield the book as one Document (or one Dropped when it is empty or larger than `max_book_bytes`)."""
     native = book_path(source.paths, unit.url)
     doc_id = f"{SOURCE}/{native}"
     stem = native.rsplit("/", 1)[-1]
+    data = read_capped(unit.url, source.max_book_bytes)
+    if data is None:
+        yield Dropped(doc_id, f"{SOURCE}/too_large")
+        return
     text = decode_book(data)
     title = None
     if source.strip_boilerplate:
@@ -74,6 +79,29 @@ def read_book(source: BooksSource, unit: WorkUnit) -> Iterator[Document | Droppe
         yield Dropped(doc_id, f"{SOURCE}/empty")
         return
     yield Document(id=doc_id, text=text, source=SOURCE, title=title or stem, origin=unit.url)
+
+
+def read_capped(url: str, max_bytes: int) -> bytes | None:
+    """The file's decompressed bytes, or None as soon as they pass `max_bytes` (nothing more is decompressed).
+
+    Raises `ReaderError` for damaged compressed data; I/O errors (timeouts, resets) propagate so the unit is
+    retried (`is_corrupt_data`).
+    """
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with open_decompressed(url) as (stream, _):
+            while chunk := stream.read(min(_CHUNK_BYTES, max_bytes + 1 - size)):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
+                    return None
+    except DECODE_ERRORS as exc:
+        if not is_corrupt_data(exc):
+            raise
+        raise ReaderError(f"corrupt or truncated compressed book after {size} bytes: {type(exc).__name__}: {exc}; "
+                          "re-download the file or remove it from the source's paths") from exc
+    return b"".join(chunks)
 
 
 def decode_book(data: bytes) -> str:

@@ -27,7 +27,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from data_specs.sources import CommonCrawlSource, HFDatasetSource, SourceSpec, WikipediaSource
@@ -36,6 +36,9 @@ from tasks.common.io import (
     cached_content_fingerprint, expand_paths, file_size, fingerprint_cache_dir, open_decompressed, open_raw,
     write_text_atomically,
 )
+
+if TYPE_CHECKING:
+    from tasks.sources.planning import Mapper
 
 # An hf_dataset stored as Parquet becomes units of whole row groups of about this many rows (at least
 # one row group, never crossing a file), like `split_bytes` for a dump.
@@ -76,15 +79,17 @@ class WorkUnit:
         return f"{name}[{self.start or 0}:{'' if self.end is None else self.end}]"
 
 
-def plan_units(source: SourceSpec, source_index: int) -> tuple[list[WorkUnit], list[tuple[str, str]]]:
+def plan_units(source: SourceSpec, source_index: int, mapper: Mapper | None = None
+               ) -> tuple[list[WorkUnit], list[tuple[str, str]]]:
     """Expand the source's paths into work units; returns (units, problems).
 
     `problems` are `(pattern_or_url, error)` pairs for the manifest: a missing file, a glob matching
     nothing. Wikipedia files larger than `split_bytes` become byte-range units (uncompressed XML and
     bz2, where each unit owns the bz2 streams starting in its range); everything else is one unit per file.
+    The inputs are hashed in parallel by `mapper` (default: a thread pool, see `tasks.sources.planning`).
     """
     if isinstance(source, HFDatasetSource):
-        return with_content(source, hf_units(source, source_index)), []
+        return with_content(source, hf_units(source, source_index), mapper), []
     files, problems = expand_paths(list(source.paths))
     if isinstance(source, CommonCrawlSource) and source.paths_file:
         listed, problem = read_paths_listing(source.paths_file, source.base_url, source.max_files)
@@ -101,27 +106,33 @@ def plan_units(source: SourceSpec, source_index: int) -> tuple[list[WorkUnit], l
                     units.append(WorkUnit(source_index, source.kind, url, start, min(start + source.split_bytes, size)))
                 continue
         units.append(WorkUnit(source_index, source.kind, url))
-    return with_content(source, units), problems
+    return with_content(source, units, mapper), problems
 
 
-def with_content(source: SourceSpec, units: list[WorkUnit]) -> list[WorkUnit]:
+def with_content(source: SourceSpec, units: list[WorkUnit], mapper: Mapper | None = None) -> list[WorkUnit]:
     """The units with `content` filled in, hashing each file once however many units share it.
 
     Filled for local files, files shared by several units and hf_dataset units. A remote file that is
     one unit keeps `content` empty: its worker asks the store for the ETag itself, so a long list of
     remote files is not queried one by one here. A file that cannot be fingerprinted now also stays
     empty: its unit fingerprints it and fails there, as one failed unit, instead of stopping the planning.
+    The files are hashed first, all at once through `mapper` (in parallel), then looked up per unit.
     """
-    fingerprint_file = functools.cache(cached_content_fingerprint)
+    from tasks.sources.planning import ThreadMap, default_workers, hash_inputs
+
     shared = Counter(unit.url for unit in units)
+    wanted = [_is_local(u.url) or shared[u.url] > 1 or u.kind == "hf_dataset" for u in units]
+    to_hash = [f for unit, want in zip(units, wanted, strict=True) if want for f in _files_of(source, unit)]
+    hashed = hash_inputs(to_hash, mapper or ThreadMap(default_workers()))
+    fingerprint_file = functools.cache(functools.partial(_hashed_or_now, hashed))
+    identity = functools.cache(functools.partial(_hf_identity, source))  # once per source, not once per unit
     filled = []
-    for unit in units:
-        local = "://" not in unit.url or unit.url.startswith("file://")
-        if not (local or shared[unit.url] > 1 or unit.kind == "hf_dataset"):
+    for unit, want in zip(units, wanted, strict=True):
+        if not want:
             filled.append(unit)
             continue
         try:
-            content: str | None = _unit_fingerprint(source, unit, fingerprint_file)
+            content: str | None = _unit_fingerprint(source, unit, fingerprint_file, identity)
         except Exception:  # noqa: BLE001 - re-raised by the unit that reads the file
             content = None
         filled.append(dataclasses.replace(unit, content=content))
@@ -217,7 +228,12 @@ def hf_file_rows(source: HFDatasetSource, url: str) -> int:
         return int(json.loads(entry.read_text())["rows"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    rows = sum(batch.num_rows for batch in stream_data_file(source, url).with_format("arrow").iter(batch_size=8192))
+    try:
+        rows = sum(batch.num_rows for batch in stream_data_file(source, url).with_format("arrow").iter(batch_size=8192))
+    except ValueError:  # a bad record: counted as the record-by-record fallback reads the file
+        from tasks.sources.hf_files import count_records
+
+        rows = count_records(source.name, url)
     try:
         write_text_atomically(entry, json.dumps({"url": url, "rows": rows}))
     except OSError:
@@ -268,7 +284,8 @@ def unit_content_fingerprint(source: SourceSpec, unit: WorkUnit) -> str:
 
     For `hf_dataset`, the dataset coordinates (name, config, split, revision, data files); a local data
     file also contributes its content fingerprint, so editing it invalidates the cache. A row-range unit
-    adds its file's fingerprint, the file's first row and the range.
+    adds its file's fingerprint, the file's first row and the range. A hub dataset not pinned to a commit
+    adds the commit it resolves to, and remote data files their ETag/size/mtime (`hf_identity`).
 
     The planner's `unit.content` is used when present; otherwise the files are fingerprinted here
     (through the cache of `cached_content_fingerprint`). Either way the string is the one earlier
@@ -279,13 +296,43 @@ def unit_content_fingerprint(source: SourceSpec, unit: WorkUnit) -> str:
     return _unit_fingerprint(source, unit, cached_content_fingerprint)
 
 
-def _unit_fingerprint(source: SourceSpec, unit: WorkUnit, fingerprint_file: Callable[[str], str]) -> str:
-    """`unit_content_fingerprint` with the per-file fingerprint function given (the planner memoises it)."""
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def _files_of(source: SourceSpec, unit: WorkUnit) -> list[str]:
+    """The files whose fingerprints `_unit_fingerprint` takes for this unit (so the planner hashes them first)."""
+    if not isinstance(source, HFDatasetSource):
+        return [unit.url]
+    files = [f for f in source.data_files or [] if _is_local(f) and os.path.exists(f.removeprefix("file://"))]
+    return files + ([unit.url] if unit.first_row is not None else [])
+
+
+def _hashed_or_now(hashed: dict[str, str | BaseException], url: str) -> str:
+    """The planner's fingerprint of `url` (raising what hashing it raised), else hash it now."""
+    got = hashed.get(url)
+    if got is None:
+        return cached_content_fingerprint(url)
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
+def _hf_identity(source: HFDatasetSource) -> dict:
+    from tasks.sources.hf_identity import source_identity
+
+    return source_identity(source)
+
+
+def _unit_fingerprint(source: SourceSpec, unit: WorkUnit, fingerprint_file: Callable[[str], str],
+                      identity: Callable[[], dict] | None = None) -> str:
+    """`unit_content_fingerprint` with the per-file fingerprint and hf identity functions given (the planner
+    memoises both)."""
     if isinstance(source, HFDatasetSource):
         files = []
+        local = set(_files_of(source, dataclasses.replace(unit, first_row=None)))  # the local files that exist
         for f in source.data_files or []:
-            local = "://" not in f or f.startswith("file://")
-            files.append([f, fingerprint_file(f) if local and os.path.exists(f.removeprefix("file://")) else None])
+            files.append([f, fingerprint_file(f) if f in local else None])
         payload: dict = {
             "name": source.name,
             "config": source.config,
@@ -295,6 +342,7 @@ def _unit_fingerprint(source: SourceSpec, unit: WorkUnit, fingerprint_file: Call
         }
         if unit.first_row is not None:
             payload["part"] = [fingerprint_file(unit.url), unit.first_row, unit.start, unit.end]
+        payload.update(identity() if identity is not None else _hf_identity(source))  # {} when pinned and local
         return "hf:" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     fingerprint = fingerprint_file(unit.url)
     if unit.start is None and unit.end is None:

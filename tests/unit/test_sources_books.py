@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from data_specs.sources import BooksSource
 from tasks.common.documents import Document, Dropped
-from tasks.sources.books import book_path, strip_gutenberg
-from tasks.sources.core import plan_units, read_unit
+from tasks.sources.books import book_path, decode_book, strip_gutenberg
+from tasks.sources.core import ReaderError, plan_units, read_unit
 
 BOOKS = Path(__file__).resolve().parents[1] / "fixtures" / "sample_corpus" / "books"
 
@@ -84,3 +88,68 @@ def test_book_path_for_urls():
     assert book_path(["s3://bucket/pg/*.txt"], "s3://bucket/pg/en/1342.txt") == "en/1342"
     assert book_path(["https://h.org/b/1.txt?x=1", "https://h.org/c/*.txt"], "https://h.org/b/1.txt?x=1") == "b/1"
     assert book_path(["https://a.org/1.txt", "https://b.org/1.txt"], "https://b.org/1.txt") == "b.org/1"
+
+
+def _gzip_bomb(path, total=1 << 30, member=16 << 20):
+    """A ~1 MB .gz that decompresses to `total` bytes of text: one gzip member repeated (gzip reads them all)."""
+    line = b"All work and no play makes Jack a dull boy.\n"
+    one = gzip.compress(line * (member // len(line)), compresslevel=9)
+    path.write_bytes(one * (total // member))
+    return path
+
+
+def test_gzip_bomb_is_dropped_with_bounded_memory(tmp_path):
+    # Before: `stream.read()` decompressed the whole 1 GiB into memory (then decoded it to a 1 GiB str).
+    bomb = _gzip_bomb(tmp_path / "bomb.txt.gz")
+    assert bomb.stat().st_size < 4 << 20
+    code = (
+        "import sys\n"
+        "from data_specs.sources import BooksSource\n"
+        "from tasks.sources.core import plan_units, read_unit\n"
+        "source = BooksSource(kind='books', paths=[sys.argv[1]])\n"
+        "(unit,), _ = plan_units(source, 0)\n"
+        "records = [(type(r).__name__, r.id, getattr(r, 'reason', None)) for r in read_unit(source, unit)]\n"
+        # The peak of this process's own memory (VmHWM, kB). Not getrusage's ru_maxrss: Linux carries that across
+        # fork + exec, so the child would report the pytest parent's size.
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) // 1024)\n"
+        "print(records)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    peak_mib, records = out.stdout.strip().splitlines()
+    assert int(peak_mib) < 400, f"peak RSS {peak_mib} MiB reading a 1 GiB gzip bomb (about 100 MiB expected)"
+    assert records == "[('Dropped', 'books/bomb', 'books/too_large')]"
+
+
+def test_cap_boundary(tmp_path):
+    body = "Chapter one. " * 100
+    (tmp_path / "fits.txt.gz").write_bytes(gzip.compress(body.encode()))
+    (tmp_path / "over.txt").write_text(body + "!")
+    fits, over = read_all([tmp_path / "fits.txt.gz", tmp_path / "over.txt"], max_book_bytes=len(body))
+    assert isinstance(fits, Document) and fits.text == body.strip()  # exactly at the cap: kept
+    assert over == Dropped("books/over", "books/too_large")
+
+
+def test_corrupt_gzip_is_a_reader_error(tmp_path):
+    # Before: the decompressor's EOFError / BadGzipFile escaped the reader as a crash, not a corrupt input.
+    body = "Chapter one. " * 100
+    good = gzip.compress(body.encode() * 1000)
+    damaged = {"truncated": good[: len(good) // 2], "flipped": good[:40] + bytes([good[40] ^ 0xFF]) + good[41:]}
+    for name, data in damaged.items():
+        (tmp_path / f"{name}.txt.gz").write_bytes(data)
+        with pytest.raises(ReaderError, match="corrupt or truncated compressed book"):
+            read_all([tmp_path / f"{name}.txt.gz"])
+
+
+def test_chunked_read_decodes_as_before(tmp_path):
+    # Many 1 MiB chunks, a UTF-8 BOM, a declared Latin-1 header and a UTF-16 BOM: the text is what
+    # `decode_book` gives for the whole file at once (multi-byte characters split across chunks included).
+    samples = {
+        "bom": b"\xef\xbb\xbf" + ("é" * 1_500_000).encode(),  # 3 MB of 2-byte characters
+        "latin": ("Character set encoding: ISO-8859-1\n" + "café " * 400_000).encode("latin-1"),
+        "utf16": "\ufeffHello".encode("utf-16-le"),
+    }
+    for name, data in samples.items():
+        (tmp_path / f"{name}.txt").write_bytes(data)
+        (doc,) = read_all([tmp_path / f"{name}.txt"], strip_boilerplate=False)
+        assert doc.text == decode_book(data).strip(), name

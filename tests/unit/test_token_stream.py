@@ -3,6 +3,8 @@ and reads O(1) row groups, ranks get equal, disjoint shares, epochs wrap, and re
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -110,3 +112,20 @@ def test_too_few_rows_and_read_errors_are_reported(tmp_path, monkeypatch):
     finally:
         stream.close()
     assert not stream._thread.is_alive()  # noqa: SLF001 - close() stops the reader thread
+
+
+def test_more_shards_than_open_file_limit(tmp_path):
+    """200 shards under a soft `ulimit -n` of (open now + 40): the stream keeps an LRU of open shards (16), so it
+    reads every batch of two epochs correctly instead of failing with "Too many open files"."""
+    resource = pytest.importorskip("resource")
+    paths = _shards(tmp_path, sizes=(3,) * 200, row_group=2)  # batches of 4 straddle shards and row groups
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 40, hard))
+    try:
+        for prefetch in (0, 2):
+            with TokenStream(paths, 4, prefetch=prefetch) as stream:
+                got = _take(stream, 2 * 150)  # 600 rows // 4 = 150 batches per epoch: two epochs
+            assert all(torch.equal(b, _expected(600, 4, 0, 1, k)) for k, b in enumerate(got)), prefetch
+            assert stream.position == 300
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
