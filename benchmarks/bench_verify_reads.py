@@ -1,11 +1,11 @@
 """Text bytes that exact verification reads, against the bytes it needs, as the corpus grows (issue 14, section 3).
 
-Generated unit files (256-row row groups, as the unit stage writes them): a share `--paired` of the documents
-sits in scattered pairs whose signature estimate is ambiguous (about 0.81 against the 0.8 threshold, margin
-0.15), so every pair is settled from the texts; the rest are unrelated. `deduplicate_units` runs on them and
-every pyarrow row-group read of the `text` column is counted. Before issue 14 the pairs were settled in blocks
-of 8,192 and every block re-read every row group holding one of its rows: the bytes grew as n². `--block-pairs`
-forces a smaller block so that 100 k documents show the block count of 1 M at the default.
+Generated unit files (`paired_corpus`: 256-row row groups, as the unit stage writes them): a share `--paired`
+of the documents sits in scattered pairs whose signature estimate is ambiguous (about 0.81 against the 0.8
+threshold, margin 0.15), so every pair is settled from the texts; the rest are unrelated. `deduplicate_units`
+runs on them and every pyarrow row-group read of the `text` column is counted. Before issue 14 the pairs were
+settled in blocks of 8,192 and every block re-read every row group holding one of its rows: the bytes grew as
+n². `--block-pairs` forces a smaller block so that 100 k documents show the block count of 1 M at the default.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_verify_reads.py --docs 25000,50000,100000 --block-pairs 1024
 
@@ -19,6 +19,8 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -38,30 +40,59 @@ from tasks.units.core import UnitResult  # noqa: E402
 ROW_GROUP = 256
 
 
-def paired_units(root: Path, n: int, paired: float, seed: int, spec: DedupSpec) -> tuple[list[UnitResult], int]:
-    """Unit files of n documents (8 units), `paired` of them in scattered ambiguous pairs; returns the units and
-    the text bytes of the paired documents (what verification needs)."""
+@dataclass
+class PairedCorpus:
+    """Generated unit files and what they hold (the dedup tests use it too: `tests/unit/test_exact_verify.py`)."""
+
+    results: list[UnitResult]
+    texts: list[str]  # by corpus row
+    ids: list[str]
+    pairs: np.ndarray  # (k, 2) corpus rows (lo < hi) of the planted ambiguous pairs
+
+    @property
+    def paths(self) -> list[str]:
+        return [r.path for r in self.results]
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.r_[0, np.cumsum([r.kept for r in self.results])].astype(np.int64)
+
+    @property
+    def wanted_bytes(self) -> int:
+        """UTF-8 bytes of the paired documents' texts: what exact verification needs."""
+        return sum(len(self.texts[r].encode()) for r in self.pairs.ravel().tolist())
+
+
+def paired_corpus(root: Path, n: int, spec: DedupSpec, paired: float = 1.0, words: int = 40, changed: float = 0.03,
+                  seed: int = 0, units: int = 4) -> PairedCorpus:
+    """n documents of `words` words in `units` unit files (256-row row groups); `paired` of them in scattered
+    pairs, each an LSH candidate (band 0 equal) whose estimate is ambiguous (about 80% of the other signature
+    values equal); the second text of a pair changes each word of the first with probability up to 2 x
+    `changed`, so the exact Jaccard falls on both sides of 0.8. Unpaired documents share nothing. Ids are
+    shuffled, so survivor priority does not follow row order."""
     mh = spec.minhash
     rng = np.random.default_rng(seed)
-    words = rng.integers(0, 50_000, (n, 200))  # 200 words, about 1.3 KB of text per document
+    base = rng.integers(0, 50_000, (n, words))
     sig = rng.integers(0, 2**32 - 1, (n, mh.num_perm), dtype=np.uint64).astype(np.uint32)
     members = rng.choice(n, int(n * paired) // 2 * 2, replace=False)
     a, b = members[0::2], members[1::2]
     same = rng.random((a.size, mh.num_perm)) < 0.8
     same[:, : mh.rows] = True  # band 0 equal: an LSH candidate
     sig[b] = np.where(same, sig[a], sig[b])
-    changed = rng.random((a.size, 200)) < 0.01
-    words[b] = np.where(changed, words[b], words[a])
-    texts = [" ".join(f"w{w}" for w in row) for row in words]
+    edit = rng.random((a.size, words)) < rng.uniform(0.0, 2 * changed, (a.size, 1))
+    base[b] = np.where(edit, base[b], base[a])
+    texts = [" ".join(f"w{w}" for w in row) for row in base]
+    ids = [f"doc/{i:08d}" for i in rng.permutation(n)]
+    keys = rng.integers(0, 256, (n, 16), dtype=np.uint8)
     schema = unit_schema(mh.num_perm)
-    cuts = np.linspace(0, n, 9).astype(int)
+    cuts = np.r_[0, np.sort(rng.choice(np.arange(1, n), units - 1, replace=False)), n]
     results = []
-    for u, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
-        k = int(hi - lo)
+    for u, (lo, hi) in enumerate(zip(cuts[:-1].tolist(), cuts[1:].tolist())):
+        k = hi - lo
         cols = {f.name: pa.nulls(k, f.type) for f in schema if f.nullable}
-        cols.update(id=[f"doc/{i:08d}" for i in range(lo, hi)], text=texts[lo:hi], source=["common_crawl"] * k,
-                    origin=["g"] * k, lang=["en"] * k, n_bytes=[len(t) for t in texts[lo:hi]],
-                    exact_key=pa.array([bytes(x) for x in rng.integers(0, 256, (k, 16), dtype=np.uint8)], pa.binary(16)),
+        cols.update(id=ids[lo:hi], text=texts[lo:hi], source=["common_crawl"] * k, origin=["g"] * k,
+                    lang=["en"] * k, n_bytes=[len(t) for t in texts[lo:hi]],
+                    exact_key=pa.array([bytes(x) for x in keys[lo:hi]], pa.binary(16)),
                     minhash=pa.FixedSizeListArray.from_arrays(pa.array(sig[lo:hi].ravel(), pa.uint32()), mh.num_perm))
         path = str(root / f"unit-{u}.parquet")
         writer = AtomicParquetWriter(path, schema)
@@ -69,16 +100,17 @@ def paired_units(root: Path, n: int, paired: float, seed: int, spec: DedupSpec) 
         writer.commit()
         results.append(UnitResult(key=f"u{u}", label=f"u{u}", source_index=0, kind="generated", url=f"gen://{u}",
                                   start=None, end=None, path=path, kept=k))
-    return results, sum(len(texts[i]) for i in members.tolist())
+    return PairedCorpus(results, texts, ids, np.sort(np.stack([a, b], axis=1), axis=1))
 
 
 class TextReads:
-    """Text bytes returned by pyarrow row-group reads of the `text` column (patched on `ParquetFile`)."""
+    """Text bytes returned by pyarrow row-group reads of the `text` column, counted once installed on
+    `ParquetFile` with `patch` (`setattr`, or a test's `monkeypatch.setattr`, which undoes it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, patch: Callable[[object, str, object], None] = setattr) -> None:
         self.bytes = 0
         for name in ("read_row_group", "read_row_groups"):
-            setattr(pq.ParquetFile, name, self._counting(getattr(pq.ParquetFile, name)))
+            patch(pq.ParquetFile, name, self._counting(getattr(pq.ParquetFile, name)))
 
     def _counting(self, real):  # noqa: ANN001, ANN202
         def read(pf: pq.ParquetFile, *args, **kwargs) -> pa.Table:
@@ -104,20 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in sorted(int(s) for s in args.docs.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
-            results, wanted = paired_units(Path(tmp), n, args.paired, args.seed, spec)
-            total = sum(pq.read_metadata(r.path).num_rows for r in results)
-            text_total = sum(pc.sum(pc.binary_length(pq.read_table(r.path, columns=["text"])["text"])).as_py()
-                             for r in results)
+            corpus = paired_corpus(Path(tmp), n, spec, args.paired, words=200, changed=0.01, seed=args.seed, units=8)
+            wanted, text_total = corpus.wanted_bytes, sum(len(t) for t in corpus.texts)
             before, t0 = reads.bytes, time.perf_counter()
-            out = corpus_core.deduplicate_units(results, spec, str(Path(tmp) / "work"))
-            row = {"docs": total, "exact_checked": out.exact_checked, "corpus_text_bytes": text_total,
+            out = corpus_core.deduplicate_units(corpus.results, spec, str(Path(tmp) / "work"))
+            row = {"docs": n, "exact_checked": out.exact_checked, "corpus_text_bytes": text_total,
                    "wanted_text_bytes": wanted, "text_bytes_read": reads.bytes - before,
                    "dedup_s": round(time.perf_counter() - t0, 2),
                    "counters": [getattr(out, "text_bytes_read", None), getattr(out, "text_bytes_wanted", None)]}
         rows.append(row)
+        read = row["text_bytes_read"]
         print(f"{row['docs']:>9,} docs: {row['exact_checked']:,} pairs checked exactly; text read "
-              f"{row['text_bytes_read'] / 1e6:,.1f} MB = {row['text_bytes_read'] / wanted:.2f}x the {wanted / 1e6:,.1f} MB "
-              f"needed, {row['text_bytes_read'] / text_total:.2f}x the corpus text; dedup {row['dedup_s']} s; "
+              f"{read / 1e6:,.1f} MB = {read / wanted:.2f}x the {wanted / 1e6:,.1f} MB "
+              f"needed, {read / text_total:.2f}x the corpus text; dedup {row['dedup_s']} s; "
               f"manifest counters (read, wanted): {row['counters']}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
