@@ -23,7 +23,11 @@ subprocess from an empty output folder, with its own PREFECT_HOME. Measured:
   document is a true positive when its survivor is in its cluster. Recall = true positives / (for each
   cluster, its members that passed cleaning minus one). Far copies (Jaccard ~0.6) are not duplicates: removing
   one is a false positive, and so is any removal outside a planted cluster;
-- growth between consecutive sizes: extra wall seconds and extra peak RSS per extra document.
+- growth between consecutive sizes: extra wall seconds and extra peak RSS per extra document;
+- the text bytes exact verification read and those of the texts it needed (manifest `duplicates.
+  verify_text_bytes_read` / `verify_text_bytes_wanted`): read once per run, the ratio is only the row-group
+  overhead and stays flat with n (before issue 14 each block of 8,192 pairs re-read it: O(n²)).
+`--json PATH` also writes each run's figures there.
 Targets (issue 9): peak RSS under 3 GB at 1 M documents, under 1 KB of peak RSS per extra document between
 100 k and 1 M. Below 1 M the first target is extrapolated linearly from the two largest sizes and says so; at
 smoke sizes (a few thousand documents) the ~1 GB fixed base (Prefect, the worker pool, imports) and the
@@ -390,6 +394,28 @@ def shard_digests(output: Path) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------ report
+def verify_reads(manifest: dict) -> str:
+    """Exact verification's text bytes read against those of the texts it needed (issue 14: each text is read
+    O(1) times; the ratio is the row-group overhead, 256-row groups, not a count of re-reads)."""
+    dup = manifest["duplicates"]
+    read, wanted = dup.get("verify_text_bytes_read"), dup.get("verify_text_bytes_wanted")
+    if read is None:
+        return "verification text bytes not in the manifest (a checkout before issue 14)"
+    ratio = f"{read / wanted:.2f}x" if wanted else "-"
+    return (f"exact verification read {_mb(read)} of text for {_mb(wanted)} of texts it needed ({ratio}; "
+            f"{dup.get('exact_checked_pairs', 0):,} pairs checked exactly)")
+
+
+def run_figures(r: RunResult) -> dict:
+    """One run's figures for `--json`."""
+    dup = r.manifest["duplicates"]
+    return {"label": r.label, "docs": r.docs, "engine": dup.get("engine", "local"), "wall_s": round(r.wall_s, 1),
+            "cpu_s": round(r.cpu_s, 1), "peak_rss": r.peak_rss, "peak_pss": r.peak_pss, "counts": r.manifest["counts"],
+            "exact_checked_pairs": dup.get("exact_checked_pairs"),
+            "verify_text_bytes_read": dup.get("verify_text_bytes_read"),
+            "verify_text_bytes_wanted": dup.get("verify_text_bytes_wanted"), "quality": r.quality}
+
+
 def _mb(n: float) -> str:
     return f"{n / 1e6:,.0f} MB"
 
@@ -409,6 +435,8 @@ def report(results: list[RunResult], ray: list[RunResult], identical: dict[int, 
         parts = ", ".join(f"{name} {_mb(rss)}" for name, rss in r.peak_parts)
         print(f"{r.label} {r.docs:,}: peak PSS {_mb(r.peak_pss)}; RSS peaked {r.peak_at:,.0f} s into the "
               f"{r.wall_s:,.0f} s run: {parts}")
+    for r in [x for pair in zip(results, ray + [None] * len(results)) for x in pair if x is not None]:
+        print(f"{r.label} {r.docs:,}: {verify_reads(r.manifest)}")
     print(f"\nreference: {REFERENCE}")
     for label, runs in (("local", results), ("ray head", ray)):
         for a, b in zip(runs, runs[1:]):
@@ -452,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ray-head", action="store_true", help="Also run each size on a separate `ray start` head.")
     ap.add_argument("--ray-cpus", type=int, default=2)
     ap.add_argument("--keep-outputs", action="store_true", help="Keep the curated outputs (they are large).")
+    ap.add_argument("--json", type=Path, help="Also write each run's figures to this JSON file.")
     args = ap.parse_args(argv)
     sizes = sorted(int(s) for s in args.docs.split(","))
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -502,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             stop_session(server.proc)
     report(results, ray_results, identical)
+    if args.json:
+        args.json.write_text(json.dumps([run_figures(r) for r in results + ray_results], indent=2))
     return 0
 
 

@@ -8,9 +8,9 @@ Dedup streams (`deduplicate_units`): pass 1 reads one unit at a time, keeps comp
 Arrow array, source/language codes, (n, 16) exact keys, text bytes: about 60 bytes per document plus the
 ids) and spills each unit's signatures and its 18 LSH band keys to local scratch files; pass 2
 (`tasks.dedup.core.decide`) loads one band's keys at a time (8 bytes per document) and reads only the
-signature rows of the pairs it verifies; ambiguous pairs of all bands are settled together, so a unit's
-text is read once per block of ambiguous pairs (once per run below `ExactJaccard.block_pairs`), not
-once per band. Disk: 4 * num_perm + 8 * bands bytes per document in the scratch folder, removed after.
+signature rows of the pairs it verifies; ambiguous pairs of all bands are settled together, and their
+texts are read once per run, row group by row group (`tasks.dedup.exact_verify`), not once per band or
+block. Disk: 4 * num_perm + 8 * bands bytes per document in the scratch folder, removed after.
 The survivors (`KeptRows`: unit, row and text bytes as arrays, 20 bytes per kept document) are the
 interface to the shard plan. With the Ray engine, pass 2's near dedup is a Ray Data job instead
 (`tasks.corpus.ray_dedup`): nothing is spilled, and band keys and signatures are read by the cluster's tasks.
@@ -44,7 +44,8 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from data_specs import DedupSpec
-from tasks.dedup.core import REASON_CODES, Decisions, ExactJaccard, decide
+from tasks.dedup.core import REASON_CODES, Decisions, decide
+from tasks.dedup.exact_verify import ExactJaccard
 from tasks.corpus.output import is_shard_name
 from tasks.corpus.unit_files import has_band_keys, load_texts, fixed_list_matrix
 from tasks.dedup.lsh import band_key_matrix
@@ -80,6 +81,8 @@ class DedupOutcome:
     kept_by_source: dict[str, int]
     kept_languages: dict[str, int]
     engine: str = "local"                        # where near dedup ran: "local" (this node) or "ray" (Ray Data)
+    text_bytes_read: int = 0                     # text bytes exact verification read (whole row groups) ...
+    text_bytes_wanted: int = 0                   # ... and the bytes of the texts it needed: read/wanted stays O(1)
 
 
 def unit_order(results: Sequence[UnitResult]) -> list[UnitResult]:
@@ -111,10 +114,14 @@ def deduplicate_units(results: Sequence[UnitResult], spec: DedupSpec, work_dir: 
 
             near = partial(near_duplicates_ray, corpus.paths, corpus.starts, mh=spec.minhash,
                            rows_per_group=ray_rows_per_group or ROWS_PER_GROUP)
-        exact = ExactJaccard(lambda rows: load_texts(corpus.paths, corpus.starts, rows), spec.minhash.ngram)
+        exact = ExactJaccard(lambda rows: load_texts(corpus.paths, corpus.starts, rows), spec.minhash.ngram,
+                             scratch_dir=scratch)
         decision = decide(corpus.priority_order(spec.source_priority), corpus.exact_groups(), corpus.has_shingles,
                           corpus.band_keys, corpus.signature_rows, spec, exact_jaccard=exact, near=near)
-    return replace(_outcome(corpus, decision, work_dir), engine=engine)
+    # one node: `exact` counted its reads; Ray engine: the verify tasks' counts came with the decisions
+    return replace(_outcome(corpus, decision, work_dir), engine=engine,
+                   text_bytes_read=exact.text_bytes_read + decision.text_bytes_read,
+                   text_bytes_wanted=exact.text_bytes_wanted + decision.text_bytes_wanted)
 
 
 @dataclass

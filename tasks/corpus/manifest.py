@@ -113,6 +113,8 @@ def build_manifest(
             "candidate_pairs": outcome.candidate_pairs,
             "verified_pairs": outcome.verified_pairs,
             "exact_checked_pairs": outcome.exact_checked,
+            "verify_text_bytes_read": outcome.text_bytes_read,
+            "verify_text_bytes_wanted": outcome.text_bytes_wanted,
             "removed_ids": outcome.removed_path,
             "engine": outcome.engine,
         },

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from data_specs import MinHashSpec
 from tasks.corpus.unit_files import load_texts, read_signature_rows, unit_band_keys
-from tasks.dedup.core import ExactJaccard
+from tasks.dedup.exact_verify import ExactJaccard
 from tasks.dedup.lsh import NearDupGraph, bucket_pairs, estimate, graph_from_edges
 from tasks.dedup.minhash import _fmix64
 
@@ -85,9 +86,12 @@ def near_duplicates_ray(
         fn_kwargs={"paths": list(paths), "starts": np.asarray(starts, dtype=np.int64), "mh": mh},
     )
     summaries = ds.take_all()  # one row per verification task
-    return graph_from_edges(m, [np.frombuffer(s["lo"], np.int64) for s in summaries],
-                            [np.frombuffer(s["hi"], np.int64) for s in summaries],
-                            sum(int(s["candidates"]) for s in summaries), sum(int(s["exact_checked"]) for s in summaries))
+    graph = graph_from_edges(m, [np.frombuffer(s["lo"], np.int64) for s in summaries],
+                             [np.frombuffer(s["hi"], np.int64) for s in summaries],
+                             sum(int(s["candidates"]) for s in summaries),
+                             sum(int(s["exact_checked"]) for s in summaries))
+    return replace(graph, text_bytes_read=sum(int(s["text_bytes_read"]) for s in summaries),
+                   text_bytes_wanted=sum(int(s["text_bytes_wanted"]) for s in summaries))
 
 
 def _band_rows(batch: dict[str, np.ndarray], mh: MinHashSpec, parts: int) -> dict[str, np.ndarray]:
@@ -127,7 +131,7 @@ def _verified_pairs(group: dict[str, np.ndarray], paths: list[str], starts: np.n
     code, first = np.unique(group["code"], return_index=True)
     lo, hi = group["lo"][first], group["hi"][first]
     lo_row, hi_row = group["lo_row"][first], group["hi_row"][first]
-    exact_checked = 0
+    exact_checked = text_read = text_wanted = 0
     if mh.verify == "none" or code.size == 0:
         keep = np.ones(code.size, dtype=bool)
     else:
@@ -139,9 +143,12 @@ def _verified_pairs(group: dict[str, np.ndarray], paths: list[str], starts: np.n
             ambiguous = np.flatnonzero(np.abs(est - mh.threshold) < mh.exact_margin)
             exact_checked = int(ambiguous.size)
             if ambiguous.size:
+                # all of the task's ambiguous pairs in one call: their rows are read by (unit, row group), once each
                 exact = ExactJaccard(lambda r: load_texts(paths, starts, r), mh.ngram)
                 keep[ambiguous] = exact(lo_row[ambiguous], hi_row[ambiguous]) >= mh.threshold
+                text_read, text_wanted = exact.text_bytes_read, exact.text_bytes_wanted
     return {"lo": np.array([lo[keep].tobytes()], dtype=object), "hi": np.array([hi[keep].tobytes()], dtype=object),
-            "candidates": np.array([code.size], dtype=np.int64), "exact_checked": np.array([exact_checked], np.int64)}
+            "candidates": np.array([code.size], dtype=np.int64), "exact_checked": np.array([exact_checked], np.int64),
+            "text_bytes_read": np.array([text_read], np.int64), "text_bytes_wanted": np.array([text_wanted], np.int64)}
 
 

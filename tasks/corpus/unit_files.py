@@ -7,10 +7,11 @@ readers take only the columns and the row groups they need, so no step re-reads 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
@@ -57,13 +58,59 @@ def read_signature_rows(paths: Sequence[str], starts: np.ndarray, rows: np.ndarr
     return out
 
 
-def load_texts(paths: Sequence[str], starts: np.ndarray, rows: np.ndarray) -> list[str]:
-    """Texts of the given corpus rows (only for ambiguous LSH pairs)."""
-    out: list[str | None] = [None] * len(rows)
-    for picks, column in _read_rows(paths, starts, rows, "text"):
-        for k, text in zip(picks.tolist(), column.to_pylist()):
-            out[k] = text
-    return out  # type: ignore[return-value]
+def load_texts(paths: Sequence[str], starts: np.ndarray, rows: np.ndarray) -> UnitTexts:
+    """Texts of the given corpus rows (ascending; only for ambiguous LSH pairs), read lazily: see `UnitTexts`."""
+    return UnitTexts(paths, starts, rows)
+
+
+class UnitTexts:
+    """The texts of corpus rows `rows` (ascending), in that order, read as they are iterated.
+
+    Rows are grouped by (unit, row group): each unit file is opened once and each row group that holds a
+    wanted row is read once (its `text` column only), its wanted texts are yielded and the group is released
+    before the next is read. Memory: one row group's text column. So a caller that asks once for all the rows
+    it needs (`tasks.dedup.exact_verify.ExactJaccard`) reads each text at most once, however scattered the rows.
+
+    Counts, for the manifest: `bytes_read`, the UTF-8 bytes of the text column in the row groups read (the
+    unwanted rows of a group included); `bytes_wanted`, those of the wanted texts.
+    """
+
+    def __init__(self, paths: Sequence[str], starts: np.ndarray, rows: np.ndarray):
+        self.paths, self.starts = paths, np.asarray(starts, dtype=np.int64)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        rows = self.rows
+        if rows.size and (np.any(np.diff(rows) < 0) or rows[0] < 0 or rows[-1] >= self.starts[-1]):
+            raise ValueError(f"UnitTexts needs ascending corpus rows in [0, {int(self.starts[-1])}): sort them first")
+        self.bytes_read = self.bytes_wanted = 0
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def __iter__(self) -> Iterator[str]:
+        if self.rows.size == 0:
+            return
+        unit_of = np.searchsorted(self.starts, self.rows, side="right") - 1
+        for picks in np.split(np.arange(self.rows.size), np.flatnonzero(np.diff(unit_of)) + 1):
+            u = int(unit_of[picks[0]])
+            local = self.rows[picks] - self.starts[u]
+            fs, path = url_to_fs(self.paths[u])
+            with fs.open(path, "rb") as f:
+                pf = pq.ParquetFile(f)
+                group_starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+                groups = np.searchsorted(group_starts, local, side="right") - 1
+                for at in np.split(np.arange(local.size), np.flatnonzero(np.diff(groups)) + 1):
+                    g = int(groups[at[0]])
+                    column = pf.read_row_group(g, columns=["text"], use_threads=False)["text"]
+                    taken = column.take(pa.array(local[at] - group_starts[g], pa.int64()))
+                    self.bytes_read += _text_bytes(column)
+                    self.bytes_wanted += _text_bytes(taken)
+                    del column
+                    yield from taken.to_pylist()
+
+
+def _text_bytes(column: pa.ChunkedArray) -> int:
+    """UTF-8 bytes of a string column's values (nulls count 0)."""
+    return int(pc.sum(pc.binary_length(column)).as_py() or 0)
 
 
 def _read_rows(paths: Sequence[str], starts: np.ndarray, rows: np.ndarray,

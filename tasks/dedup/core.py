@@ -19,7 +19,6 @@ Run the tests with `.venv/bin/pytest tests/unit -q -k dedup`; the benchmarks are
 from __future__ import annotations
 
 import unicodedata
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,14 +26,14 @@ import numpy as np
 import xxhash
 
 from data_specs.dedup import DedupSpec, MinHashSpec
+from tasks.dedup.exact_verify import ExactJaccard
 from tasks.dedup.lsh import NearDupGraph, band_keys, near_duplicates_banded
-from tasks.dedup.minhash import EMPTY, SCHEME, MinHasher, shingle_hashes, to_lean_minhash
+from tasks.dedup.minhash import EMPTY, SCHEME, MinHasher, to_lean_minhash
 
 __all__ = ["SCHEME", "Decisions", "DedupResult", "ExactJaccard", "MinHashSpec", "MinHasher", "decide", "exact_key",
            "find_duplicates", "to_lean_minhash"]
 
 EXACT = "dedup/exact"
-_SHINGLE_BATCH = 1024  # texts tokenised at once when building shingle sets
 NEAR = "dedup/near"
 
 
@@ -62,64 +61,6 @@ class DedupResult:
     exact_checked: int = 0  # ambiguous pairs settled by exact Jaccard (verify="exact")
 
 
-class ExactJaccard:
-    """Exact Jaccard of shingle sets for pairs of rows, reading text only for the rows asked about.
-
-    `load_texts(rows)` returns the texts of those rows. Pairs are settled in blocks of `block_pairs`; each
-    block loads the texts of its rows not yet cached in one `load_texts` call (so a caller that reads by
-    unit file reads each unit at most once per block: once per run when all ambiguous pairs come in one
-    call of at most `block_pairs`). Memory: the texts of one block (at most 2 * `block_pairs` rows, e.g.
-    16 k rows x 5 KB = 80 MB of web text) plus the cache of sorted unique shingle hashes, which is bounded:
-    after a block, the least recently used sets are evicted until at most `max_hashes` hashes (8 bytes
-    each, 128 MB by default) remain.
-    """
-
-    def __init__(self, load_texts: Callable[[np.ndarray], Sequence[str]], ngram: int,
-                 max_hashes: int = 1 << 24, block_pairs: int = 1 << 13):
-        self.load_texts = load_texts
-        self.ngram = ngram
-        self.max_hashes = max_hashes
-        self.block_pairs = block_pairs
-        self.sets: OrderedDict[int, np.ndarray] = OrderedDict()
-        self.cached_hashes = 0
-        self.loads = 0  # calls to load_texts
-
-    def _ensure(self, rows: np.ndarray) -> None:
-        wanted = np.unique(rows).tolist()
-        for row in wanted:
-            if row in self.sets:
-                self.sets.move_to_end(row)
-        missing = np.asarray([r for r in wanted if r not in self.sets], dtype=np.int64)
-        if missing.size == 0:
-            return
-        self.loads += 1
-        texts = self.load_texts(missing)
-        rows = missing.tolist()
-        for b0 in range(0, len(rows), _SHINGLE_BATCH):  # tokens of a batch are Python objects: keep it small
-            hashes, offsets = shingle_hashes(texts[b0 : b0 + _SHINGLE_BATCH], self.ngram)
-            for k, row in enumerate(rows[b0 : b0 + _SHINGLE_BATCH]):
-                self.sets[row] = np.unique(hashes[offsets[k] : offsets[k + 1]])
-                self.cached_hashes += self.sets[row].size
-
-    def _evict(self) -> None:
-        while self.cached_hashes > self.max_hashes and self.sets:
-            _, dropped = self.sets.popitem(last=False)
-            self.cached_hashes -= dropped.size
-
-    def __call__(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        out = np.empty(lo.size, dtype=np.float64)
-        for b0 in range(0, lo.size, self.block_pairs):
-            blo, bhi = lo[b0 : b0 + self.block_pairs], hi[b0 : b0 + self.block_pairs]
-            self._ensure(np.concatenate([blo, bhi]))
-            for k, (a, b) in enumerate(zip(blo.tolist(), bhi.tolist()), start=b0):
-                sa, sb = self.sets[a], self.sets[b]
-                inter = np.intersect1d(sa, sb, assume_unique=True).size
-                union = sa.size + sb.size - inter
-                out[k] = inter / union if union else 1.0
-            self._evict()
-        return out
-
-
 @dataclass(frozen=True)
 class Decisions:
     """Dedup decisions as arrays over the n rows (the compact form of `DedupResult`).
@@ -135,6 +76,8 @@ class Decisions:
     candidate_pairs: int
     verified_pairs: int
     exact_checked: int
+    text_bytes_read: int = 0    # Ray engine: text bytes the verify tasks read (one node: `ExactJaccard`'s counts)
+    text_bytes_wanted: int = 0  # ... and the bytes of the texts they needed
 
     def to_result(self) -> DedupResult:
         """The `DedupResult` form: a dict of removed rows."""
@@ -192,7 +135,7 @@ def decide(
         reason[order[copy]] = REASON_CODES[EXACT]
         survivors = order[~copy]
 
-    candidate_pairs = verified_pairs = exact_checked = 0
+    candidate_pairs = verified_pairs = exact_checked = text_bytes_read = text_bytes_wanted = 0
     # 2. near: local index = position in priority order, so a component's root is its survivor
     if mh.enabled and survivors.size:
         local = survivors[has_shingles[survivors]]  # (m,) local -> row
@@ -209,6 +152,7 @@ def decide(
             exact_margin=mh.exact_margin,
         )
         exact_checked = graph.exact_checked
+        text_bytes_read, text_bytes_wanted = graph.text_bytes_read, graph.text_bytes_wanted
         candidate_pairs, verified_pairs = graph.candidate_pairs, graph.verified_pairs
         dup = np.flatnonzero(graph.root != np.arange(local.size))
         final[local[dup]] = local[graph.root[dup]]
@@ -225,6 +169,8 @@ def decide(
         candidate_pairs=candidate_pairs,
         verified_pairs=verified_pairs,
         exact_checked=exact_checked,
+        text_bytes_read=text_bytes_read,
+        text_bytes_wanted=text_bytes_wanted,
     )
 
 

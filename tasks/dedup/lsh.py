@@ -120,6 +120,8 @@ class NearDupGraph:
     verified_pairs: int
     edges: tuple[np.ndarray, np.ndarray]  # verified pairs (lo, hi), local indices, lo < hi
     exact_checked: int = 0  # pairs settled by exact Jaccard (verify="exact")
+    text_bytes_read: int = 0  # text bytes read to settle them (the Ray job's verify tasks report theirs)
+    text_bytes_wanted: int = 0  # bytes of the distinct texts those pairs needed
 
 
 ExactJaccard = Callable[[np.ndarray, np.ndarray], np.ndarray]
