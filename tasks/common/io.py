@@ -23,6 +23,8 @@ import fsspec
 import zstandard
 from fsspec.core import url_to_fs
 
+from tasks.common.durable import replace_durably
+
 Compression = Literal["bz2", "xz", "gz", "zstd", "none"]
 
 # Magic numbers at the start of each container format.
@@ -155,13 +157,14 @@ def _file_stamp(path: str) -> dict[str, int | str]:
 
 
 def write_text_atomically(target: Path, text: str) -> None:
-    """Write through a temporary file and `os.replace`, so a concurrent reader sees old or new, never half."""
+    """Write through a temporary file and a durable rename, so a concurrent reader (or a rerun after a power loss)
+    sees old or new, never half."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.replace(tmp, target)
+        replace_durably(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
