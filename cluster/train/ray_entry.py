@@ -116,12 +116,15 @@ def run_pretraining(
     (its loss) to `<trace_batches_to>/rank_<r>.jsonl`.
     """
     tokens = Path(tokens_dir).resolve()
-    manifest = json.loads((tokens / "manifest.json").read_text())
+    manifest_bytes = (tokens / "manifest.json").read_bytes()
+    manifest = json.loads(manifest_bytes)
+    tokens_sha256 = hashlib.sha256(manifest_bytes).hexdigest()  # recorded in every checkpoint: resume on these only
     if manifest["model_kind"] != model.kind:
         raise ValueError(f"token shards in {tokens} were made for {manifest['model_kind']!r}, model is {model.kind!r}")
     storage = str(Path(storage_path).resolve()) if "://" not in storage_path else storage_path
     model_dir = _local_path(storage, run_name, FINAL_MODEL_DIR)  # fails now, not after training, if remote
-    check_resume(Path(model_dir).parent, scaling.num_workers, train)  # before Ray starts: a refusal costs nothing
+    # before Ray starts: a refusal costs nothing
+    check_resume(Path(model_dir).parent, scaling.num_workers, train, tokens_sha256=tokens_sha256)
     tracking_uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     _ensure_ray(scaling, tracking_uri)
 
@@ -143,6 +146,7 @@ def run_pretraining(
         "val_rows": val_rows,
         "train_paths": train_paths,  # absolute: every worker reads its own micro-batches (token_stream)
         "trace_dir": trace_batches_to and str(Path(trace_batches_to).resolve()),
+        "tokens_sha256": tokens_sha256,
         **_job_config(scaling, storage, run_name, mlflow_run_id, tracking_uri, fail_once_at_step),
     }
     trainer = _trainer(_train_worker, config, scaling, run_name, storage)
@@ -166,12 +170,13 @@ def run_pretraining(
     )
 
 
-def check_resume(run_dir: str | Path, num_workers: int, train: TrainSpec) -> None:
+def check_resume(run_dir: str | Path, num_workers: int, train: TrainSpec, tokens_sha256: str | None = None) -> None:
     """Refuse (`ResumeMismatchError`, with the fix) to resume the checkpoints in `run_dir` with another worker
-    count, micro_batch_size or grad_accum: each rank's data position and RNG states mean something only in
-    the layout that wrote them. No checkpoint, a remote storage, or one written before the layout was
-    recorded: nothing to check."""
-    from tasks.pretrain.core import ResumeMismatchError, resume_mismatch
+    count, micro_batch_size or grad_accum, or (given `tokens_sha256`, the sha256 of the token manifest now) on
+    token shards rebuilt since they were written: each rank's data position and RNG states mean something only
+    in the layout and the shards that wrote them. No checkpoint, a remote storage, or one written before the
+    layout (or the token hash) was recorded: nothing to check."""
+    from tasks.pretrain.core import ResumeMismatchError, resume_mismatch, tokens_mismatch
 
     if "://" in str(run_dir):
         return
@@ -181,7 +186,7 @@ def check_resume(run_dir: str | Path, num_workers: int, train: TrainSpec) -> Non
     saved = json.loads((newest / _RUN_META).read_text())
     step = json.loads((newest / STATE_FILE).read_text())["step"]
     problem = resume_mismatch(saved, num_workers=num_workers, micro_batch_size=train.micro_batch_size,
-                              grad_accum=train.grad_accum)
+                              grad_accum=train.grad_accum) or tokens_mismatch(saved, tokens_sha256)
     if problem:
         raise ResumeMismatchError(f"cannot resume job {Path(run_dir).name} from its step-{step} checkpoint "
                                   f"({newest}): {problem}")
@@ -242,7 +247,8 @@ def _train_worker(config: dict[str, Any]) -> None:
         # A restart after a dead worker (same invocation) records where it picked up; a rerun, where it resumed.
         meta = {**saved, "restarted_from_step": step} if saved["invocation"] == config["invocation"] else {
             "invocation": config["invocation"], "resumed_from_step": step}
-    layout = {"world_size": world, "micro_batch_size": spec.micro_batch_size, "grad_accum": spec.grad_accum}
+    layout = {"world_size": world, "micro_batch_size": spec.micro_batch_size, "grad_accum": spec.grad_accum,
+              "tokens_sha256": config["tokens_sha256"]}  # check_resume refuses another layout or other shards
     model = ray.train.torch.prepare_model(model)  # to the device; DDP when world > 1
 
     pin = bool(config["use_gpu"])

@@ -154,6 +154,23 @@ def resume_mismatch(saved: dict[str, Any], *, num_workers: int, micro_batch_size
             "(a new run_name when calling run_pretraining).")
 
 
+def tokens_mismatch(saved: dict[str, Any], tokens_sha256: str | None) -> str | None:
+    """Why checkpoints trained on the token shards whose manifest hashed to `saved["tokens_sha256"]` cannot be
+    resumed on the shards whose manifest hashes to `tokens_sha256` now, with the fix; None when they can (or
+    either side is unknown: checkpoints written before the hash was recorded).
+
+    Each rank's position is a count of micro-batches into *those* shards: on rebuilt shards (a curate rerun, a
+    changed mixture or tokenizer) it points at other rows, so a resume would silently skip and repeat data.
+    """
+    old = saved.get("tokens_sha256")
+    if old is None or tokens_sha256 is None or old == tokens_sha256:
+        return None
+    return (f"it was trained on token shards whose manifest had sha256 {old[:16]}…, and the token shards were "
+            f"rebuilt since (manifest sha256 now {tokens_sha256[:16]}…); its data position means nothing in the new "
+            "shards. Rerun with --new-run to start a new job on the new tokens (a new run_name when calling "
+            "run_pretraining), or restore the old curated output and token shards to resume it.")
+
+
 @dataclass
 class JobState:
     """The latest job of one spec: its run name, MLflow run id and whether it finished."""
