@@ -13,6 +13,7 @@ name and renamed durably (fsync before and after), so neither a kill nor a power
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,12 @@ def read_run(directory: str | Path) -> dict[str, Any] | None:
     path = Path(directory) / RUN_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        run = json.loads(path.read_bytes().decode("utf-8"))
+    except ValueError as exc:  # cut short by a power loss: no run to continue, rather than failing every rerun
+        logging.getLogger(__name__).warning("%s cannot be read (%s): starting a new run", path, exc)
+        return None
+    return run if isinstance(run, dict) else None
 
 
 def _write(directory: str | Path, run: dict[str, Any]) -> None:

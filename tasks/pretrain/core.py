@@ -12,6 +12,7 @@ never silently resumes an old one; a job that did not finish is recorded as `run
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import time
@@ -44,11 +45,18 @@ class ResumeMismatchError(PreflightError):
 
 
 def _read_json(url: str) -> dict[str, Any] | None:
+    """The JSON object at `url`, or None when it is missing or unreadable (a power loss can leave it empty under
+    its name: that reads as no file, with a warning, rather than failing every rerun)."""
     fs, path = url_to_fs(url)
     if not fs.exists(path):
         return None
-    with fs.open(path, "r") as f:
-        return json.load(f)
+    try:
+        with fs.open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        logging.getLogger(__name__).warning("%s cannot be read (%s): treated as missing", url, exc)
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_curated_manifest(curated: str) -> dict[str, Any] | None:

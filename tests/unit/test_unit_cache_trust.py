@@ -72,3 +72,20 @@ def test_row_count_mismatch_is_a_cache_miss(tmp_path, caplog):
         assert load_cached(str(summary)) is None
     assert not summary.exists() and not Path(first.path).exists()
     assert "rows" in caplog.text
+
+
+@pytest.mark.parametrize("content", [b"", b'{"run_name": "j', b"\xff\xfe"], ids=["empty", "cut", "not-utf8"])
+def test_damaged_job_and_pipeline_state_reads_as_none(tmp_path, caplog, content):
+    """A pretraining/GLUE job's `LATEST.json` or a pipeline's `run.json` emptied by a power loss: the next run
+    starts a new job or run (logged) instead of failing on the file every time."""
+    from tasks.pipeline.core import RUN_FILE, read_run
+    from tasks.pretrain.core import read_curated_manifest, read_job_state
+
+    (tmp_path / "LATEST.json").write_bytes(content)
+    (tmp_path / RUN_FILE).write_bytes(content)
+    (tmp_path / "manifest.json").write_bytes(content)
+    with caplog.at_level(logging.WARNING):
+        assert read_job_state(str(tmp_path)) is None
+        assert read_run(tmp_path) is None
+        assert read_curated_manifest(str(tmp_path)) is None  # preflight then says to run curate
+    assert caplog.text.count("cannot be read") == 3
