@@ -30,6 +30,7 @@ from prefect.runtime import flow_run as prefect_flow_run
 
 from data_specs import SPECS_DIR, fingerprint, load_spec
 from data_specs.glue import FinetuneSpec, GlueSpec
+from tasks.common.durable import replace_durably
 
 DEFAULT_SPEC = str(SPECS_DIR / "glue" / "default.yaml")
 CANDIDATE, CHAMPION = "candidate", "champion"
@@ -334,7 +335,7 @@ def write_metrics_json(summary: dict[str, Any], path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 def _publish_report(summary: dict[str, Any], base: Any, champion: Any, contamination: dict | None, c: Any,

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 
 from data_specs import PretrainSpec, canonical_json, fingerprint, load_pretrain_spec
+from tasks.common.durable import fsync_tree, write_bytes_durably
 
 CANDIDATE = "candidate"
 
@@ -89,13 +90,25 @@ def train_tokenizer_task(spec: PretrainSpec) -> str:
     settings = f"{out}/lmpipe-tokenizer-spec.json"
     wanted = canonical_json({"tokenizer": spec.tokenizer.model_dump(mode="json"), "kind": spec.model.kind,
                              "curated": _curated_fingerprint(spec)})
-    if os.path.exists(settings) and open(settings, encoding="utf-8").read() == wanted:
+    if os.path.exists(settings) and open(settings, encoding="utf-8").read() == wanted and _loads(out):
         return out  # trained before from the same corpus and settings
     texts = iter_curated_texts(spec.data.curated, limit=spec.tokenizer.sample_documents)
     train_tokenizer(texts, spec.tokenizer, spec.model.kind, out)
-    with open(settings, "w", encoding="utf-8") as f:
-        f.write(wanted)
+    fsync_tree(out)  # the tokenizer's files are on disk before the settings file says they are there
+    write_bytes_durably(settings, wanted.encode("utf-8"))
     return out
+
+
+def _loads(tokenizer_dir: str) -> bool:
+    """Whether a trained tokenizer still loads; one a power loss cut short is trained again, not failed on."""
+    from tasks.tokenize.core import load_tokenizer
+
+    try:
+        load_tokenizer(tokenizer_dir)
+    except Exception as exc:  # noqa: BLE001 (tokenizers raises its own Exception types for a cut JSON file)
+        get_run_logger().warning("tokenizer %s cannot be loaded (%s): training it again", tokenizer_dir, exc)
+        return False
+    return True
 
 
 def _curated_fingerprint(spec: PretrainSpec) -> str | None:
@@ -213,7 +226,8 @@ def pretrain(spec_path: str, new_run: bool = False) -> dict[str, Any]:
     if resume:  # another worker count or batch layout than the checkpoints': refuse before touching the MLflow run
         from cluster.train.ray_entry import check_resume
 
-        check_resume(f"{storage}/{run_name}", spec.scaling.num_workers, spec.train)
+        check_resume(f"{storage}/{run_name}", spec.scaling.num_workers, spec.train,
+                     tokens_sha256=_file_sha256(f"{spec.data.tokens}/manifest.json"))
 
     tracking_uri = resolve_tracking_uri(spec.mlflow)
     experiment_id = ensure_experiment(spec.mlflow.experiment, tracking_uri)

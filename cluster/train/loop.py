@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from torch import Tensor
 from cluster.train.masking import IGNORE_INDEX, mask_tokens
 from cluster.train.model import flops_per_token, peak_flops
 from data_specs.pretrain import TrainSpec
+from tasks.common.durable import replace_durably, write_bytes_durably
 
 CHECKPOINT_FILE = "checkpoint.pt"  # torch.save of the dict handed to on_checkpoint
 STATE_FILE = "train_state.json"  # the TrainState alone, human-readable
@@ -86,11 +88,18 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def save_checkpoint(directory: str | Path, state_dicts: dict[str, Any]) -> None:
-    """Write the dict given to `on_checkpoint` into `directory` (checkpoint.pt + train_state.json)."""
+    """Write the dict given to `on_checkpoint` into `directory` (checkpoint.pt + train_state.json), each file
+    through a temporary name, fsync and rename (`tasks.common.durable`): a power loss leaves the old file or the
+    whole new one, never a short one under the final name."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    torch.save(state_dicts, directory / CHECKPOINT_FILE)
-    (directory / STATE_FILE).write_text(json.dumps(state_dicts["train_state"], indent=2))
+    tmp = directory / f".{CHECKPOINT_FILE}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        torch.save(state_dicts, tmp)
+        replace_durably(tmp, directory / CHECKPOINT_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_bytes_durably(directory / STATE_FILE, json.dumps(state_dicts["train_state"], indent=2).encode())
 
 
 def load_checkpoint(directory: str | Path) -> dict[str, Any]:

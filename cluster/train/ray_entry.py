@@ -49,11 +49,20 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from cluster import ray_logging
+from cluster.train.checkpoints import (
+    complete_checkpoints,
+    first_loadable,
+    fsync_persisted,
+    is_complete,
+    unique_by_step,
+    write_completion_marker,
+)
 from cluster.train.finetune import EncodedSplit, finetune, load_classifier, predict, schedule
 from cluster.train.loop import CHECKPOINT_FILE, STATE_FILE, TrainState, load_checkpoint, save_checkpoint
 from cluster.train.loop import train as train_loop
 from cluster.train.model import build_model
 from cluster.train.token_stream import TokenStream
+from tasks.common.durable import replace_tree_durably
 from data_specs.glue import FinetuneSpec, GlueScalingSpec
 from data_specs.pretrain import ModelSpec, ScalingSpec, TrainSpec
 
@@ -107,12 +116,15 @@ def run_pretraining(
     (its loss) to `<trace_batches_to>/rank_<r>.jsonl`.
     """
     tokens = Path(tokens_dir).resolve()
-    manifest = json.loads((tokens / "manifest.json").read_text())
+    manifest_bytes = (tokens / "manifest.json").read_bytes()
+    manifest = json.loads(manifest_bytes)
+    tokens_sha256 = hashlib.sha256(manifest_bytes).hexdigest()  # recorded in every checkpoint: resume on these only
     if manifest["model_kind"] != model.kind:
         raise ValueError(f"token shards in {tokens} were made for {manifest['model_kind']!r}, model is {model.kind!r}")
     storage = str(Path(storage_path).resolve()) if "://" not in storage_path else storage_path
     model_dir = _local_path(storage, run_name, FINAL_MODEL_DIR)  # fails now, not after training, if remote
-    check_resume(Path(model_dir).parent, scaling.num_workers, train)  # before Ray starts: a refusal costs nothing
+    # before Ray starts: a refusal costs nothing
+    check_resume(Path(model_dir).parent, scaling.num_workers, train, tokens_sha256=tokens_sha256)
     tracking_uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     _ensure_ray(scaling, tracking_uri)
 
@@ -134,6 +146,7 @@ def run_pretraining(
         "val_rows": val_rows,
         "train_paths": train_paths,  # absolute: every worker reads its own micro-batches (token_stream)
         "trace_dir": trace_batches_to and str(Path(trace_batches_to).resolve()),
+        "tokens_sha256": tokens_sha256,
         **_job_config(scaling, storage, run_name, mlflow_run_id, tracking_uri, fail_once_at_step),
     }
     trainer = _trainer(_train_worker, config, scaling, run_name, storage)
@@ -157,12 +170,13 @@ def run_pretraining(
     )
 
 
-def check_resume(run_dir: str | Path, num_workers: int, train: TrainSpec) -> None:
+def check_resume(run_dir: str | Path, num_workers: int, train: TrainSpec, tokens_sha256: str | None = None) -> None:
     """Refuse (`ResumeMismatchError`, with the fix) to resume the checkpoints in `run_dir` with another worker
-    count, micro_batch_size or grad_accum: each rank's data position and RNG states mean something only in
-    the layout that wrote them. No checkpoint, a remote storage, or one written before the layout was
-    recorded: nothing to check."""
-    from tasks.pretrain.core import ResumeMismatchError, resume_mismatch
+    count, micro_batch_size or grad_accum, or (given `tokens_sha256`, the sha256 of the token manifest now) on
+    token shards rebuilt since they were written: each rank's data position and RNG states mean something only
+    in the layout and the shards that wrote them. No checkpoint, a remote storage, or one written before the
+    layout (or the token hash) was recorded: nothing to check."""
+    from tasks.pretrain.core import ResumeMismatchError, resume_mismatch, tokens_mismatch
 
     if "://" in str(run_dir):
         return
@@ -172,7 +186,7 @@ def check_resume(run_dir: str | Path, num_workers: int, train: TrainSpec) -> Non
     saved = json.loads((newest / _RUN_META).read_text())
     step = json.loads((newest / STATE_FILE).read_text())["step"]
     problem = resume_mismatch(saved, num_workers=num_workers, micro_batch_size=train.micro_batch_size,
-                              grad_accum=train.grad_accum)
+                              grad_accum=train.grad_accum) or tokens_mismatch(saved, tokens_sha256)
     if problem:
         raise ResumeMismatchError(f"cannot resume job {Path(run_dir).name} from its step-{step} checkpoint "
                                   f"({newest}): {problem}")
@@ -225,16 +239,16 @@ def _train_worker(config: dict[str, Any]) -> None:
     model = build_model(model_spec, config["vocab_size"], config["seq_len"], config["special"])
     raw = model
     resume, meta = None, {"invocation": config["invocation"], "resumed_from_step": None}
-    with _newest_checkpoint(ray.train.get_checkpoint(), Path(config["run_dir"])) as d:
-        if d is not None:
-            resume = _load_rank_checkpoint(Path(d), rank)
-            saved = json.loads((Path(d) / _RUN_META).read_text())
-    if resume is not None:
+    with _resume_candidates(ray.train.get_checkpoint(), Path(config["run_dir"])) as candidates:
+        found = first_loadable(candidates, _load_resume(rank), _agree(device, world))  # a damaged newest: previous
+    if found is not None:
+        resume, saved = found[1]
         step = resume["train_state"]["step"]
         # A restart after a dead worker (same invocation) records where it picked up; a rerun, where it resumed.
         meta = {**saved, "restarted_from_step": step} if saved["invocation"] == config["invocation"] else {
             "invocation": config["invocation"], "resumed_from_step": step}
-    layout = {"world_size": world, "micro_batch_size": spec.micro_batch_size, "grad_accum": spec.grad_accum}
+    layout = {"world_size": world, "micro_batch_size": spec.micro_batch_size, "grad_accum": spec.grad_accum,
+              "tokens_sha256": config["tokens_sha256"]}  # check_resume refuses another layout or other shards
     model = ray.train.torch.prepare_model(model)  # to the device; DDP when world > 1
 
     pin = bool(config["use_gpu"])
@@ -290,7 +304,9 @@ def _train_worker(config: dict[str, Any]) -> None:
                 (Path(tmp) / _RUN_META).write_text(json.dumps({**meta, **layout}))
                 if state.step >= spec.max_steps:
                     raw.save_pretrained(Path(tmp) / _HF_SUBDIR)  # the final model rides in the last checkpoint
+            write_completion_marker(tmp, rank, state.step, world)  # last: what this rank wrote, file by file
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))  # barrier: every rank
+        fsync_persisted(Path(config["run_dir"]), rank, state.step)
         checkpointed["any"] = True
 
     train_loop(
@@ -435,25 +451,24 @@ def latest_checkpoint_on_disk(run_dir: Path) -> Path | None:
 
     Ray registers a reported checkpoint in its run snapshot only once the controller has collected every
     rank's report; a crash in that window (seconds) leaves the checkpoint on disk but not in the snapshot,
-    and a rerun would start from step 0. A checkpoint is complete when its state, weights and run metadata
-    are all there, and, when the metadata records a `world_size` (pretraining), every rank's `rank_<r>.pt`:
-    each rank uploads its own files before its report returns, so a crash can leave some ranks' missing.
+    and a rerun would start from step 0. A checkpoint is complete when every rank's completion marker is
+    there and every file it names has its recorded size (`cluster.train.checkpoints.is_complete`): a power
+    loss can leave `checkpoint.pt` under its name but cut short, and a crash can leave some ranks' files missing.
     """
-    best: tuple[int, Path] | None = None
-    for d in run_dir.glob("checkpoint_*"):
-        state = d / STATE_FILE
-        if not (state.is_file() and (d / CHECKPOINT_FILE).is_file() and (d / _RUN_META).is_file()):
-            continue
-        try:
-            step = int(json.loads(state.read_text())["step"])
-            world = int(json.loads((d / _RUN_META).read_text()).get("world_size", 0))
-        except (ValueError, KeyError, json.JSONDecodeError):
-            continue
-        if not all((d / _rank_file(r)).is_file() for r in range(world)):
-            continue
-        if best is None or step > best[0]:
-            best = (step, d)
-    return best[1] if best else None
+    complete = complete_checkpoints(run_dir, _legacy_complete)
+    return complete[0] if complete else None
+
+
+def _legacy_complete(d: Path) -> bool:
+    """A checkpoint written before completion markers existed: its state, weights and run metadata are there,
+    and, when the metadata records a `world_size` (pretraining), every rank's `rank_<r>.pt`."""
+    if not ((d / STATE_FILE).is_file() and (d / CHECKPOINT_FILE).is_file() and (d / _RUN_META).is_file()):
+        return False
+    try:
+        world = int(json.loads((d / _RUN_META).read_text()).get("world_size", 0))
+    except (ValueError, AttributeError):
+        return False
+    return all((d / _rank_file(r)).is_file() for r in range(world))
 
 
 def _local_path(storage: str, run_name: str, name: str) -> str:
@@ -491,7 +506,7 @@ def _publish_model(hf_dir: Path, dest: Path, tokenizer_dir: Path | None) -> None
         _stamp_context(tmp)
     if dest.exists():
         shutil.rmtree(dest)  # a resumed, longer run replaces the previous final model
-    tmp.rename(dest)
+    replace_tree_durably(tmp, dest)  # fsync every file and folder, rename, fsync the parent
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -582,11 +597,11 @@ def _finetune_worker(config: dict[str, Any]) -> None:
     raw = model
 
     resume, meta = None, {"invocation": config["invocation"], "resumed_from_step": None}
-    with _newest_checkpoint(ray.train.get_checkpoint(), Path(config["run_dir"])) as d:
-        if d is not None:
-            resume = _load_rank_checkpoint(Path(d), rank)  # this rank's own RNG (dropout) states
-            saved = json.loads((Path(d) / _RUN_META).read_text())
-    if resume is not None:
+    with _resume_candidates(ray.train.get_checkpoint(), Path(config["run_dir"])) as candidates:
+        # this rank's own RNG (dropout) states; a damaged newest checkpoint: the previous one
+        found = first_loadable(candidates, _load_resume(rank), _agree(device, world))
+    if found is not None:
+        resume, saved = found[1]
         step = resume["state"]["step"]
         # A restart after a dead worker (same invocation) records where it picked up; a rerun, where it resumed.
         meta = {**saved, "restarted_from_step": step} if saved["invocation"] == config["invocation"] else {
@@ -634,8 +649,10 @@ def _finetune_worker(config: dict[str, Any]) -> None:
                     preds = {name: predict(raw, split, spec.eval_batch_size, device, regression=regression,
                                            autocast_dtype=amp).tolist() for name, split in evals.items()}
                     (Path(tmp) / PREDICTIONS_FILE).write_text(json.dumps(preds))
+            write_completion_marker(tmp, rank, state.step, world)  # last: what this rank wrote, file by file
             ray.train.report({k: v for k, v in metrics.items() if v is not None},
                              checkpoint=Checkpoint.from_directory(tmp))
+        fsync_persisted(Path(config["run_dir"]), rank, state.step)
         checkpointed["any"] = True
 
     finetune(model, train, spec, device, regression=regression, resume=resume, on_step=on_step,
@@ -645,17 +662,36 @@ def _finetune_worker(config: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _newest_checkpoint(checkpoint: Checkpoint | None, run_dir: Path) -> Iterator[Path | None]:
-    """The newer of Ray's latest registered checkpoint and the newest complete one on disk.
+def _resume_candidates(checkpoint: Checkpoint | None, run_dir: Path) -> Iterator[list[Path]]:
+    """Ray's latest registered checkpoint and the complete ones on disk, highest step first.
 
     A crash right after a checkpoint was written but before every rank's report reached the controller leaves it
     on disk yet out of Ray's snapshot (see `latest_checkpoint_on_disk`); resuming from the older one would redo
-    steps, so the step count decides.
+    steps, so the step count decides. The older ones follow, for when the newest cannot be loaded.
     """
-    on_disk = latest_checkpoint_on_disk(run_dir)
+    on_disk = complete_checkpoints(run_dir, _legacy_complete)
     with (checkpoint.as_directory() if checkpoint is not None else nullcontext(None)) as registered:
-        options = [Path(p) for p in (registered, on_disk) if p is not None]
-        yield max(options, key=lambda p: json.loads((p / STATE_FILE).read_text())["step"]) if options else None
+        ours = [Path(registered)] if registered is not None and is_complete(Path(registered), _legacy_complete) else []
+        yield unique_by_step([*ours, *on_disk])
+
+
+def _agree(device: torch.device, world: int) -> Any:
+    """`agree(ok)` for `first_loadable`: True only when every rank loaded its part (an all-reduce MIN), so all
+    ranks resume from the same checkpoint."""
+    def agree(ok: bool) -> bool:
+        if world <= 1 or not torch.distributed.is_initialized():
+            return ok
+        flag = torch.tensor([1 if ok else 0], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item())
+    return agree
+
+
+def _load_resume(rank: int) -> Any:
+    """What a worker loads from one checkpoint folder: its resume dict and the folder's run metadata."""
+    def load(d: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        return _load_rank_checkpoint(d, rank), json.loads((d / _RUN_META).read_text())
+    return load
 
 
 def save_checkpoint_state(directory: str | Path, state_dicts: dict[str, Any]) -> None:

@@ -23,6 +23,8 @@ import fsspec
 import zstandard
 from fsspec.core import url_to_fs
 
+from tasks.common.durable import replace_durably
+
 Compression = Literal["bz2", "xz", "gz", "zstd", "none"]
 
 # Magic numbers at the start of each container format.
@@ -149,19 +151,25 @@ def fingerprint_cache_dir() -> Path:
 
 
 def _file_stamp(path: str) -> dict[str, int | str]:
-    """What must be unchanged for a remembered hash to still hold: path, inode, size, mtime in ns."""
+    """What must be unchanged for a remembered hash to still hold: path, inode, size, mtime and ctime in ns.
+
+    The ctime matters because the mtime can be set back: `cp -p`, `touch -r` or `rsync -t` write new bytes of the
+    same size under the old mtime (and, for `cp -p` onto an existing file, the same inode), but nothing sets
+    the ctime, which moves on every write and every mtime change."""
     st = os.stat(path)
-    return {"path": path, "inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": path, "inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns}
 
 
 def write_text_atomically(target: Path, text: str) -> None:
-    """Write through a temporary file and `os.replace`, so a concurrent reader sees old or new, never half."""
+    """Write through a temporary file and a durable rename, so a concurrent reader (or a rerun after a power loss)
+    sees old or new, never half."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.replace(tmp, target)
+        replace_durably(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -171,8 +179,8 @@ def cached_content_fingerprint(url: str) -> str:
     """`content_fingerprint`, remembered for local files so a rerun on unchanged files hashes nothing.
 
     The hash of a local file is stored in `fingerprint_cache_dir()` (one small JSON file per path,
-    written atomically, so concurrent runs are safe) under its path, inode, size and mtime_ns; it is
-    reused while all four are unchanged. A file modified less than 2 s before hashing is not remembered
+    written atomically, so concurrent runs are safe) under its path, inode, size, mtime_ns and ctime_ns;
+    it is reused while all five are unchanged. A file modified less than 2 s before hashing is not remembered
     (its mtime could still move within one tick). Remote files use their store's ETag/size as before.
     A cache that cannot be read or written only costs a re-hash.
     """

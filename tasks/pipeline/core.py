@@ -7,15 +7,18 @@ A pipeline run keeps `<state>/<name>-<fingerprint>/run.json`:
 A rerun of the same specs while the last run is unfinished (a crash, a kill, a failed stage) skips the stages
 marked done and starts at the first one that is not. Once a run completes, the next run starts afresh (a
 nightly run rebuilds; the stages' own caches make unchanged work cheap). Files are written to a temporary
-name and renamed, so a kill never leaves a half-written state.
+name and renamed durably (fsync before and after), so neither a kill nor a power loss leaves a half-written state.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
+
+from tasks.common.durable import replace_durably
 
 RUN_FILE = "run.json"
 
@@ -28,7 +31,12 @@ def read_run(directory: str | Path) -> dict[str, Any] | None:
     path = Path(directory) / RUN_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        run = json.loads(path.read_bytes().decode("utf-8"))
+    except ValueError as exc:  # cut short by a power loss: no run to continue, rather than failing every rerun
+        logging.getLogger(__name__).warning("%s cannot be read (%s): starting a new run", path, exc)
+        return None
+    return run if isinstance(run, dict) else None
 
 
 def _write(directory: str | Path, run: dict[str, Any]) -> None:
@@ -36,7 +44,7 @@ def _write(directory: str | Path, run: dict[str, Any]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{RUN_FILE}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(run, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, directory / RUN_FILE)
+    replace_durably(tmp, directory / RUN_FILE)
 
 
 def start_run(directory: str | Path, fresh: bool = False) -> dict[str, Any]:

@@ -12,6 +12,7 @@ never silently resumes an old one; a job that did not finish is recorded as `run
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import time
@@ -44,11 +45,18 @@ class ResumeMismatchError(PreflightError):
 
 
 def _read_json(url: str) -> dict[str, Any] | None:
+    """The JSON object at `url`, or None when it is missing or unreadable (a power loss can leave it empty under
+    its name: that reads as no file, with a warning, rather than failing every rerun)."""
     fs, path = url_to_fs(url)
     if not fs.exists(path):
         return None
-    with fs.open(path, "r") as f:
-        return json.load(f)
+    try:
+        with fs.open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        logging.getLogger(__name__).warning("%s cannot be read (%s): treated as missing", url, exc)
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_curated_manifest(curated: str) -> dict[str, Any] | None:
@@ -152,6 +160,23 @@ def resume_mismatch(saved: dict[str, Any], *, num_workers: int, micro_batch_size
             f"{micro_batch_size} and {grad_accum}; each rank's data position and RNG state belong to the layout "
             f"that wrote them. {' and '.join(fixes)} to resume, or rerun with --new-run to start a new job "
             "(a new run_name when calling run_pretraining).")
+
+
+def tokens_mismatch(saved: dict[str, Any], tokens_sha256: str | None) -> str | None:
+    """Why checkpoints trained on the token shards whose manifest hashed to `saved["tokens_sha256"]` cannot be
+    resumed on the shards whose manifest hashes to `tokens_sha256` now, with the fix; None when they can (or
+    either side is unknown: checkpoints written before the hash was recorded).
+
+    Each rank's position is a count of micro-batches into *those* shards: on rebuilt shards (a curate rerun, a
+    changed mixture or tokenizer) it points at other rows, so a resume would silently skip and repeat data.
+    """
+    old = saved.get("tokens_sha256")
+    if old is None or tokens_sha256 is None or old == tokens_sha256:
+        return None
+    return (f"it was trained on token shards whose manifest had sha256 {old[:16]}…, and the token shards were "
+            f"rebuilt since (manifest sha256 now {tokens_sha256[:16]}…); its data position means nothing in the new "
+            "shards. Rerun with --new-run to start a new job on the new tokens (a new run_name when calling "
+            "run_pretraining), or restore the old curated output and token shards to resume it.")
 
 
 @dataclass

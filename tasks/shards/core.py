@@ -5,7 +5,8 @@ Two kinds of files use the same document columns:
   (`exact_key`, `minhash`, `n_bytes`); they make reruns free and feed global dedup;
 - *shards* (`data/shard-00000-of-00004.parquet`): the deduplicated corpus, balanced by text bytes.
 
-Every file is written to a temporary name and renamed, so a reader never sees half a file.
+Every file is written to a temporary name and renamed, so a reader never sees half a file; local files are
+fsynced before and after the rename (`tasks.common.durable`), so a power loss does not leave one either.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fsspec.core import url_to_fs
 
 from tasks.clean.core import SIGNAL_NAMES
 from tasks.common.documents import Document
+from tasks.common.durable import replace_durably
 
 DOC_FIELDS: list[pa.Field] = [
     pa.field("id", pa.string(), nullable=False),
@@ -112,7 +114,7 @@ class AtomicParquetWriter:
     def commit(self) -> None:
         self._writer.close()
         self._file.close()
-        self.fs.mv(self.tmp, self.path)
+        replace_durably(self.tmp, self.path, self.fs)  # fsync, rename, fsync the folder (local files)
 
     def abort(self) -> None:
         try:
@@ -124,7 +126,7 @@ class AtomicParquetWriter:
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write a small file (JSON, markdown) to a temp name, then rename."""
+    """Write a small file (JSON, markdown) to a temp name, then rename durably (`replace_durably`)."""
     fs, p = url_to_fs(path)
     parent = os.path.dirname(p)
     if parent:
@@ -132,7 +134,7 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
     with fs.open(tmp, "wb") as f:
         f.write(data)
-    fs.mv(tmp, p)
+    replace_durably(tmp, p, fs)
 
 
 def file_sha256(path: str) -> tuple[str, int]:

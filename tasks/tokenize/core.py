@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import unicodedata
@@ -92,6 +93,29 @@ def _curated_shard_url(curated_dir: str, shard: dict) -> str:
 def _read_shard(url: str, columns: list[str]) -> pa.Table:
     fs, path = url_to_fs(url)
     return pq.read_table(path, columns=columns, filesystem=fs)
+
+
+class CuratedShardChanged(RuntimeError):
+    """A curated shard's bytes are not the ones its manifest's sha256 names (the unit's cache key)."""
+
+
+def _read_verified_shard(url: str, sha256: str, columns: list[str]) -> pa.Table:
+    """The curated shard at `url`, read once and checked against the manifest's `sha256` before use.
+
+    The token unit is named by that sha256: encoding other bytes (a curate rerun replaced the shard after the
+    manifest was read) would cache new content under the old name, and every later run would reuse it.
+    """
+    fs, path = url_to_fs(url)
+    with fs.open(path, "rb") as f:
+        data = f.read()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise CuratedShardChanged(
+            f"curated shard {url} has sha256 {actual[:16]}…, its manifest says {sha256[:16]}…: the curated output "
+            "changed while tokenize was reading it (or the shard was damaged). Let the curate run finish (rerun "
+            "`lmpipe curate` if it was interrupted), then rerun tokenize (`lmpipe pretrain` does both)."
+        )
+    return pq.read_table(pa.BufferReader(data), columns=columns)
 
 
 def iter_curated_texts(curated_dir: str, limit: int | None = None) -> Iterator[str]:
@@ -378,8 +402,11 @@ def build_unit(
     packing: PackingSpec,
     model_kind: str,
 ) -> dict:
-    """Encode, split, mix and pack one curated shard; write its token shards then its summary JSON."""
-    table = _read_shard(shard_url, ["id", "text", "source"])
+    """Encode, split, mix and pack one curated shard; write its token shards then its summary JSON.
+
+    Raises `CuratedShardChanged` when the shard's bytes are not those of `shard_sha` (its manifest's sha256).
+    """
+    table = _read_verified_shard(shard_url, shard_sha, ["id", "text", "source"])
     ids, texts, sources = (table.column(c).to_pylist() for c in ("id", "text", "source"))
     # (split, source) -> [(doc index, copies)] in corpus order
     groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
@@ -427,8 +454,11 @@ def build_unit(
             "tokens_by_source": tokens_by_source,
             "shards": shards,
         }
-    write_bytes_atomic(_summary_path(tokens_dir, unit), json.dumps(summary, indent=1, sort_keys=True).encode())
-    return summary
+    raw = json.dumps(summary, indent=1, sort_keys=True).encode()
+    write_bytes_atomic(_summary_path(tokens_dir, unit), raw)
+    # What a rerun reads back (keys sorted): the manifest is then the same bytes whichever units were cached,
+    # so its sha256 (which pretraining resumes on) changes only when the data does.
+    return json.loads(raw)
 
 
 def _summary_path(tokens_dir: str, unit: str) -> str:
@@ -436,7 +466,8 @@ def _summary_path(tokens_dir: str, unit: str) -> str:
 
 
 def _finished_summary(tokens_dir: str, unit: str) -> dict | None:
-    """The unit's summary if it and every shard it names exist with the recorded size; else None."""
+    """The unit's summary if it and every shard it names exist with the recorded size and a readable footer
+    holding the recorded rows; else None (the unit is rebuilt, and a damaged one is logged)."""
     fs, path = url_to_fs(_summary_path(tokens_dir, unit))
     if not fs.exists(path):
         return None
@@ -447,10 +478,19 @@ def _finished_summary(tokens_dir: str, unit: str) -> dict | None:
             for shard in split["shards"]:
                 sfs, spath = url_to_fs(f"{tokens_dir.rstrip('/')}/{shard['path']}")
                 if not sfs.exists(spath) or sfs.size(spath) != shard["bytes"]:
-                    return None
-    except (ValueError, KeyError, OSError):
-        return None
+                    return _damaged(path, f"{shard['path']} is missing or not {shard['bytes']} bytes")
+                with sfs.open(spath, "rb") as sf:  # the footer only: a few KB
+                    if pq.ParquetFile(sf).metadata.num_rows != shard["rows"]:
+                        return _damaged(path, f"{shard['path']} does not hold {shard['rows']} rows")
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:  # JSON, Arrow (ArrowInvalid), shape
+        return _damaged(path, f"{type(exc).__name__}: {exc}")
     return summary
+
+
+def _damaged(summary_path: str, why: str) -> None:
+    """Log a finished token unit that cannot be reused; it is rebuilt under the same name."""
+    logging.getLogger(__name__).warning("token unit %s cannot be reused (%s): rebuilding it", summary_path, why)
+    return None
 
 
 def _remove_stale(tokens_dir: str, keep: set[str]) -> list[str]:
@@ -570,6 +610,7 @@ def manifest_sha256(tokens_dir: str) -> str:
 
 __all__ = [
     "TOKEN_FORMAT",
+    "CuratedShardChanged",
     "TOKEN_SCHEMA",
     "build_token_shards",
     "encode_texts",

@@ -19,12 +19,15 @@ else. The two ways a unit ends early:
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from data_specs import CleanSpec, MinHashSpec, SourceSpec, canonical_json, fingerprint
@@ -45,6 +48,12 @@ from tasks.sources.core import ReaderError, WorkUnit, read_unit, unit_content_fi
 UNIT_FORMAT_VERSION = 4
 
 BATCH_DOCS = 256
+# Text per MinHash batch (characters, close to bytes for most text). MinHash peaks at about 23x its batch's text,
+# so 8 MB keeps a batch under about 200 MB however long the documents are; 256 web pages of ~5 KB are ~1.3 MB,
+# so ordinary batches are still cut by count.
+BATCH_BYTES = 8 << 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,16 +114,92 @@ def is_reusable(result: UnitResult) -> bool:
 
 
 def load_cached(summary_path: str) -> UnitResult | None:
-    """The complete unit's summary if it and its Parquet file are there, else None."""
+    """The complete unit's summary if it and its Parquet file are there and readable, else None.
+
+    An unreadable cached file is a cache miss, not an error: a summary cut short or garbled, or a unit Parquet
+    file without a valid footer or with another row count than its summary (what a power loss can leave under
+    the final names) is deleted with a warning, and the unit is rebuilt instead of failing every rerun.
+    I/O errors reading them propagate (Prefect retries the unit).
+    """
     if not _exists(summary_path):
         return None
     fs, p = url_to_fs(summary_path)
-    with fs.open(p, "r") as f:
-        result = UnitResult.from_json(json.load(f))
+    try:
+        with fs.open(p, "rb") as f:
+            result = UnitResult.from_json(json.loads(f.read().decode("utf-8")))
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        _discard(summary_path, None, f"summary unreadable ({type(exc).__name__}: {exc})")
+        return None
     if not is_reusable(result) or not _exists(result.path):
+        return None
+    if (problem := _unit_file_problem(result)) is not None:
+        _discard(summary_path, result.path, problem)
         return None
     result.cached = True
     return result
+
+
+def _unit_file_problem(result: UnitResult) -> str | None:
+    """Why a cached unit Parquet file cannot be trusted (footer unreadable, row count off), or None.
+
+    Reads the footer only (a few KB): a file cut short loses its footer first.
+    """
+    fs, p = url_to_fs(result.path)
+    try:
+        with fs.open(p, "rb") as f:
+            rows = pq.ParquetFile(f).metadata.num_rows
+    except (pa.ArrowInvalid, ValueError) as exc:  # "Parquet file size is 0 bytes", "magic bytes not found", ...
+        return f"unit file unreadable ({type(exc).__name__}: {exc})"
+    if rows != result.kept:
+        return f"unit file has {rows} rows, its summary says {result.kept}"
+    return None
+
+
+def _discard(summary_path: str, unit_path: str | None, why: str) -> None:
+    """Delete a damaged cached unit (summary first: without it the unit is never reused) and log why."""
+    log.warning("cached unit %s is damaged (%s): deleting it and rebuilding the unit", summary_path, why)
+    for path in (summary_path, unit_path):
+        if path is not None:
+            fs, p = url_to_fs(path)
+            if fs.exists(p):
+                fs.rm(p)
+
+
+def _refresh_cached(cached: UnitResult, unit: WorkUnit, summary_path: str, row_group_rows: int,
+                    compression_level: int) -> UnitResult:
+    """A cache hit as this run sees the unit: its label, source index and url are the current `WorkUnit`'s.
+
+    The key covers content, range, file name and spec, not where the file lies nor which source lists it, so a
+    moved input or reordered sources hit the first run's unit. Its summary then still names the old place, and
+    its rows' `origin` the old url: both are rewritten (once, atomically: Parquet file first, summary last), so
+    the shards equal a fresh run's.
+    """
+    stale_url = cached.url
+    cached.label, cached.source_index, cached.url = unit.label, unit.source_index, unit.url
+    if stale_url == unit.url:
+        return cached
+    _rewrite_origin(cached.path, stale_url, unit.url, row_group_rows, compression_level)
+    saved = dict(asdict(cached), cached=False)
+    write_bytes_atomic(summary_path, canonical_json(saved).encode("utf-8"))
+    return cached
+
+
+def _rewrite_origin(path: str, old: str, new: str, row_group_rows: int, compression_level: int) -> None:
+    """Rewrite a unit file with `origin` values equal to `old` set to `new`, row group by row group."""
+    fs, p = url_to_fs(path)
+    with fs.open(p, "rb") as f:
+        pf = pq.ParquetFile(f)
+        writer = AtomicParquetWriter(path, pf.schema_arrow, compression_level)
+        try:
+            for i in range(pf.num_row_groups):
+                table = pf.read_row_group(i)
+                col = table.schema.get_field_index("origin")
+                origin = pc.if_else(pc.equal(table.column(col), old), new, table.column(col))
+                writer.write(table.set_column(col, table.schema.field(col), origin), row_group_rows)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
 
 
 def _count_records(records: Iterable[Record], result: UnitResult, stats: Counter[str]) -> Iterator[Document]:
@@ -143,13 +228,22 @@ def _count_records(records: Iterable[Record], result: UnitResult, stats: Counter
     result.complete = True
 
 
-def _batches(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
+def _batches(docs: Iterable[Document], size: int, max_bytes: int | None = None) -> Iterator[list[Document]]:
+    """Batches of `size` documents, or fewer once their text reaches `max_bytes`, whichever comes first. Text is
+    measured in characters (`len`, free; equal to UTF-8 bytes for ASCII, MinHash works on characters anyway).
+    A document larger than `max_bytes` is a batch of its own.
+
+    MinHash holds about 23x its batch's text at its peak (shingles, hashes, permutations), so bounding the batch's
+    text, not only its count, bounds the memory of a unit of large documents.
+    """
     batch: list[Document] = []
+    chars = 0
     for doc in docs:
         batch.append(doc)
-        if len(batch) == size:
+        chars += len(doc.text)
+        if len(batch) == size or (max_bytes is not None and chars >= max_bytes):
             yield batch
-            batch = []
+            batch, chars = [], 0
     if batch:
         yield batch
 
@@ -173,7 +267,7 @@ def process_unit(
     key = unit_key(source, unit, content, clean, minhash)
     base = f"{work_dir.rstrip('/')}/units/{key}"
     if (cached := load_cached(f"{base}.json")) is not None:
-        return cached
+        return _refresh_cached(cached, unit, f"{base}.json", row_group_rows, compression_level)
 
     result = UnitResult(
         key=key, label=unit.label, source_index=unit.source_index, kind=unit.kind, url=unit.url,
@@ -186,7 +280,7 @@ def process_unit(
     writer = AtomicParquetWriter(result.path, unit_schema(minhash.num_perm, lsh), compression_level)
     try:
         kept_docs = cleaner(_count_records(read_unit(source, unit), result, stats), stats)
-        for batch in _batches(kept_docs, BATCH_DOCS):
+        for batch in _batches(kept_docs, BATCH_DOCS, BATCH_BYTES):
             cols = documents_to_columns(batch)
             encoded = [d.text.encode("utf-8") for d in batch]
             cols["n_bytes"] = [len(b) for b in encoded]
