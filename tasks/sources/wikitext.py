@@ -53,6 +53,7 @@ _EQUALS = re.compile(r"={1,6}")
 # non-space one), spaces, k `=`, spaces to the end of a line. `_HEADING_TAIL`: the closing part alone.
 _HEADING_LINE = {k: re.compile(rf"={{{k}}}\s*+(.(?:.*?\S)??)\s*+={{{k}}}\s*$", re.M) for k in range(1, 7)}
 _HEADING_TAIL = {k: re.compile(rf"={{{k}}}\s*$", re.M) for k in range(1, 7)}
+_CLOSER = re.compile(r"=[^\S\n]*$", re.M)  # a `=` that ends a line (trailing spaces aside)
 _LIST = re.compile(r"^[*#:;]+\s*", re.M)
 _BOLD_ITALIC = re.compile(r"'{2,}")
 _MAGIC = re.compile(r"__[A-Z]+__")
@@ -196,9 +197,14 @@ def _strip_headings(text: str) -> str:
         return text
     out: list[str] = []
     last = 0
+    closers = [m.start() for m in _CLOSER.finditer(text)]
     for m in _HEADING_START.finditer(text):
         if m.start() < last:
             continue
+        # A heading ends with `=` before the end of a line: without such a line after `start`, none can match
+        # here (every later start is then skipped in O(log n), e.g. a page of "== a" lines).
+        if bisect.bisect_right(closers, m.start()) == len(closers):
+            break
         hit = _heading_at(text, m.start())
         if hit is not None:
             title_start, title_end, end = hit
