@@ -403,11 +403,14 @@ def _row_queries(batch: pa.Table, parts: int) -> pa.Table:
 
 def _near_decision(queries: pa.Table, lookup: pa.Table, parts: int) -> pa.Table:
     at, near = _find(lookup, queries["k"].to_numpy())
-    idx = pa.array(at)
+    n = len(at)
+    root_row, root_id = pa.nulls(n, pa.int64()), pa.nulls(n, pa.string())
+    if lookup.num_rows:  # else no row of this partition was removed as a near duplicate
+        idx = pa.array(at)
+        root_row = pc.if_else(pa.array(near), lookup["a"].take(idx), root_row)
+        root_id = pc.if_else(pa.array(near), lookup["id"].take(idx), root_id)
     batch = pa.table({"row": queries["a"], "unit": queries["unit"], "id": queries["id"], "s_row": queries["k"],
-                      "s_id": queries["s_id"],
-                      "root_row": pc.if_else(pa.array(near), lookup["a"].take(idx), pa.nulls(len(at), pa.int64())),
-                      "root_id": pc.if_else(pa.array(near), lookup["id"].take(idx), pa.nulls(len(at), pa.string()))})
+                      "s_id": queries["s_id"], "root_row": root_row, "root_id": root_id})
     return _decision(batch)
 
 
