@@ -43,6 +43,7 @@ from flows.runners import apply_run_overrides, chosen_dedup_engine, chosen_runne
 from tasks.common.faults import fault_point
 from tasks.common.lock import output_lock
 from tasks.corpus.core import plan_shards, read_manifest, remove_stale_shards
+from tasks.corpus.ids import fail_clashing_units
 from tasks.corpus.manifest import build_manifest, render_data_card, run_key, sample_examples
 from tasks.corpus.output import check_output_is_ours, mark_output, remove_orphan_temp_files, shards_present
 from tasks.corpus.task import deduplicate_task, write_shard_task
@@ -160,6 +161,7 @@ def _assemble(
             shards.append(entry)
             fault_point("curate.shard_written", entry["path"])
     remove_stale_shards(output, {s["path"] for s in shards})
+    results = fail_clashing_units(results, outcome.failed_units)  # an id clash fails its inputs, not the run
     manifest = build_manifest(
         spec=spec.model_dump(mode="json"), fingerprint=spec_fp, run_key=key, results=results,
         planning_problems=problems, outcome=outcome, shards=shards, output=output,

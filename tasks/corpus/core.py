@@ -12,17 +12,21 @@ signature rows of the pairs it verifies; ambiguous pairs of all bands are settle
 texts are read once per run, row group by row group (`tasks.dedup.exact_verify`), not once per band or
 block. Disk: 4 * num_perm + 8 * bands bytes per document in the scratch folder, removed after.
 The survivors (`KeptRows`: unit, row and text bytes as arrays, 20 bytes per kept document) are the
-interface to the shard plan. With the Ray engine, pass 2's near dedup is a Ray Data job instead
-(`tasks.corpus.ray_dedup`): nothing is spilled, and band keys and signatures are read by the cluster's tasks.
+interface to the shard plan. With the Ray engine, both passes are Ray Data jobs instead
+(`tasks.corpus.ray_decide`, near dedup in `tasks.corpus.ray_dedup`): nothing is spilled on this node.
 
 Ids must be unique across the whole corpus (every source, wiki and folder): `removed.parquet` maps
 an id to its survivor, and shards are keyed by id. Dedup checks this once the ids are read (Arrow's
-distinct count; the slower `check_unique_ids` runs only when an id repeats) and raises
-`DuplicateDocumentId`, naming the id and both inputs, before
-anything is written: two different documents under one id is a spec or reader problem, never a duplicate
-to drop. The one exception is the same document read twice (same id, same text: two overlapping slices of
+distinct count; `tasks.corpus.ids.id_clashes` runs only when an id repeats). Two different documents under
+one id is a spec or reader problem, never a duplicate to drop: the inputs involved are left out and reported
+as failed inputs (`DedupOutcome.failed_units`, `tasks.corpus.ids`), the rest of the corpus ships. The one
+exception is the same document read twice (same id, same text: two overlapping slices of
 one crawl file, one book listed under two patterns): that is a true exact duplicate, and exact dedup keeps
 its first copy (`removed.parquet` then maps the id to itself).
+
+With the Ray engine the whole decision runs as Ray Data jobs (`tasks.corpus.ray_decide`): the driver holds
+per-unit figures only, and the survivors are per-unit files (`KeptRowFiles`) that the shard plan reads unit by
+unit.
 """
 
 from __future__ import annotations
@@ -34,8 +38,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from functools import partial
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -44,13 +47,14 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from data_specs import DedupSpec
+from tasks.corpus.ids import DuplicateDocumentId, clash_errors, id_clashes
 from tasks.dedup.core import REASON_CODES, Decisions, decide
 from tasks.dedup.exact_verify import ExactJaccard
 from tasks.corpus.output import is_shard_name
 from tasks.corpus.unit_files import has_band_keys, load_texts, fixed_list_matrix
 from tasks.dedup.lsh import band_key_matrix
 from tasks.dedup.minhash import EMPTY
-from tasks.shards.core import AtomicParquetWriter, KeptRows, ShardPlan, plan_balanced_shards
+from tasks.shards.core import AtomicParquetWriter, KeptRowFiles, KeptRows, ShardPlan, plan_balanced_shards
 from tasks.units.core import UnitResult
 
 REMOVED_SCHEMA = pa.schema(
@@ -62,15 +66,11 @@ REMOVED_SCHEMA = pa.schema(
 )
 
 
-class DuplicateDocumentId(ValueError):
-    """Two kept documents share an id; the message names the id and the input of each."""
-
-
 @dataclass(frozen=True)
 class DedupOutcome:
     """Global dedup decisions: which unit rows survive, and counts for the manifest."""
 
-    kept_rows: KeptRows                          # (unit path, row, text bytes) of each survivor, in corpus order
+    kept_rows: KeptRows | KeptRowFiles           # (unit path, row, text bytes) of each survivor, in corpus order
     removed: dict[str, int]                      # reason -> documents removed
     clusters: int
     cluster_sizes: dict[int, int]
@@ -83,6 +83,7 @@ class DedupOutcome:
     engine: str = "local"                        # where near dedup ran: "local" (this node) or "ray" (Ray Data)
     text_bytes_read: int = 0                     # text bytes exact verification read (whole row groups) ...
     text_bytes_wanted: int = 0                   # ... and the bytes of the texts it needed: read/wanted stays O(1)
+    failed_units: dict[str, str] = field(default_factory=dict)  # unit path -> error: left out for an id clash
 
 
 def unit_order(results: Sequence[UnitResult]) -> list[UnitResult]:
@@ -97,31 +98,34 @@ def deduplicate_units(results: Sequence[UnitResult], spec: DedupSpec, work_dir: 
     engine="local" streams on this node: pass 1 reads one unit's small columns at a time into compact arrays
     and spills its signatures and LSH band keys to local scratch files; pass 2 (`decide`) loads one band's
     keys at a time and reads only the signature rows it verifies (see `_CorpusColumns` for the memory bound).
-    engine="ray" keeps pass 1's compact arrays (no spill) and runs near dedup as a Ray Data job on the Ray
-    this process is connected to (`tasks.corpus.ray_dedup`); the decisions are the same.
+    engine="ray" runs every step as Ray Data jobs on the Ray this process is connected to
+    (`tasks.corpus.ray_decide`): nothing on this node grows with the corpus; the decisions are the same.
+    Units holding an id clash are left out either way (`failed_units`, see `tasks.corpus.ids`).
     """
     if engine not in ("local", "ray"):
         raise ValueError(f"dedup engine {engine!r}: use 'local' or 'ray'")
     ordered = [r for r in unit_order(results) if r.kept]
-    with _scratch_dir(work_dir) as scratch:
-        corpus = _read_corpus(ordered, spec, scratch, spill=engine == "local")
-        if not corpus.ids_unique():
-            check_unique_ids(corpus.ids.to_pylist(), ordered, corpus.rows_per_unit.tolist(),
-                             [bytes(k) for k in corpus.exact_keys])
-        near = None
-        if engine == "ray":
-            from tasks.corpus.ray_dedup import ROWS_PER_GROUP, near_duplicates_ray
+    if engine == "ray":
+        from tasks.corpus.ray_decide import ROWS_PER_GROUP, deduplicate_ray
 
-            near = partial(near_duplicates_ray, corpus.paths, corpus.starts, mh=spec.minhash,
-                           rows_per_group=ray_rows_per_group or ROWS_PER_GROUP)
+        return deduplicate_ray(ordered, spec, work_dir, ray_rows_per_group or ROWS_PER_GROUP)
+    with _scratch_dir(work_dir) as scratch:
+        corpus = _read_corpus(ordered, spec, scratch)
+        failed: dict[str, str] = {}
+        if not corpus.ids_unique():
+            unit_of = np.repeat(np.arange(len(ordered)), corpus.rows_per_unit)
+            keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(corpus.ids),
+                                                        [None, pa.py_buffer(corpus.exact_keys.tobytes())])
+            failed = clash_errors(id_clashes(corpus.ids, unit_of, keys), ordered)
+        if failed:  # read again without the inputs left out (an id clash is rare: the simple way is fine)
+            ordered = [r for r in ordered if r.path not in failed]
+            corpus = _read_corpus(ordered, spec, scratch)
         exact = ExactJaccard(lambda rows: load_texts(corpus.paths, corpus.starts, rows), spec.minhash.ngram,
                              scratch_dir=scratch)
         decision = decide(corpus.priority_order(spec.source_priority), corpus.exact_groups(), corpus.has_shingles,
-                          corpus.band_keys, corpus.signature_rows, spec, exact_jaccard=exact, near=near)
-    # one node: `exact` counted its reads; Ray engine: the verify tasks' counts came with the decisions
-    return replace(_outcome(corpus, decision, work_dir), engine=engine,
-                   text_bytes_read=exact.text_bytes_read + decision.text_bytes_read,
-                   text_bytes_wanted=exact.text_bytes_wanted + decision.text_bytes_wanted)
+                          corpus.band_keys, corpus.signature_rows, spec, exact_jaccard=exact)
+    return replace(_outcome(corpus, decision, work_dir), engine=engine, failed_units=failed,
+                   text_bytes_read=exact.text_bytes_read, text_bytes_wanted=exact.text_bytes_wanted)
 
 
 @dataclass
@@ -359,29 +363,13 @@ def _most_common(codes: np.ndarray, vocab: Sequence[str]) -> list[tuple[str, int
 
 def check_unique_ids(ids: Sequence[str], units: Sequence[UnitResult], rows_per_unit: Sequence[int],
                      exact_keys: Sequence[bytes]) -> None:
-    """Raise `DuplicateDocumentId` for the first id held by two different documents (`exact_keys` differ);
-    `ids` are the rows of `units` in order. The same id with the same text is one document read twice: allowed.
-
-    O(n): one set over `ids` (it references the strings already held: a few tens of bytes per id); the
-    slower pass that finds both rows runs only when an id repeats.
-    """
-    if len(set(ids)) == len(ids):
-        return
-    ends = np.cumsum(rows_per_unit)
-    first_row: dict[str, int] = {}
-    for row, doc_id in enumerate(ids):
-        if doc_id in first_row and exact_keys[first_row[doc_id]] != exact_keys[row]:
-            a, b = (units[int(np.searchsorted(ends, r, side="right"))] for r in (first_row[doc_id], row))
-            raise DuplicateDocumentId(
-                f"document id {doc_id!r} is held by two different documents: {_describe(a)} and {_describe(b)}; "
-                "ids must be unique across sources (see the id scheme in the reader's module docstring)"
-            )
-        first_row.setdefault(doc_id, row)
-
-
-def _describe(unit: UnitResult) -> str:
-    """`source #i (kind) label <url>`: enough to find the input in the spec and on disk."""
-    return f"source #{unit.source_index} ({unit.kind}) {unit.label} <{unit.url}>"
+    """Raise `DuplicateDocumentId` for the first unit holding an id of two different documents (`exact_keys`
+    differ); `ids` are the rows of `units` in order. The same id with the same text is one document read twice.
+    (Dedup itself leaves such units out instead: `tasks.corpus.ids`.)"""
+    unit_of = np.repeat(np.arange(len(units)), rows_per_unit)
+    if errors := clash_errors(id_clashes(pa.array(ids, pa.string()), unit_of,
+                                         pa.array(exact_keys, pa.binary(16))), units):
+        raise DuplicateDocumentId(next(iter(errors.values())).removeprefix("DuplicateDocumentId: "))
 
 
 def plan_shards(outcome: DedupOutcome, output: str, target_mb: float) -> list[ShardPlan]:

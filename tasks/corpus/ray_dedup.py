@@ -1,8 +1,8 @@
 """Global near-dedup as a Ray Data job, so the heavy part of dedup grows with the cluster, not one node.
 
-The driver (`tasks.corpus.core.deduplicate_units`) ranks the rows and runs exact dedup on compact arrays;
-this job takes the exact survivors that have shingles, as *local* indices in survivor-priority order
-(`local_row[l]` = corpus row of local index l), and returns the same `NearDupGraph` as the single-node
+The driver side (`tasks.corpus.ray_decide`, itself Ray Data jobs) ranks the rows and runs exact dedup;
+this job takes the exact survivors that have shingles, as *local* indices in survivor-priority order (per unit:
+the local index of each row, or -1), and finds the same verified edges as the single-node
 `tasks.dedup.lsh.near_duplicates_banded`:
 
 1. **band rows** (`map_batches`, one task per unit file): each unit's `band_keys` column (written by the unit
@@ -17,8 +17,8 @@ this job takes the exact survivors that have shingles, as *local* indices in sur
    `candidate_pairs`), reads only the signature rows of its pairs from the unit files (the row groups that
    hold them), keeps the pairs whose estimate passes, and settles the ambiguous ones by exact Jaccard of
    their texts (`verify="exact"`), as the single-node path does: a pair's decision depends only on the pair;
-4. **components** on the driver over the verified edges (`tasks.dedup.lsh.components`: it depends only on
-   the edge set). The driver holds two (m,) int64 arrays and the edges, never a band or a signature.
+4. **components** of the verified edges run as Ray Data jobs too (`tasks.corpus.ray_decide`, star rounds of
+   `tasks.dedup.stars`: they depend only on the edge set). The driver holds no per-row array.
 
 Memory per task: one (band, slice) of about `rows_per_group` rows x 32 bytes, or one slice of the pairs with
 their signature rows, or one unit's band keys: bounded by the group size, not by the corpus. The cluster is
@@ -31,67 +31,47 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from data_specs import MinHashSpec
 from tasks.corpus.unit_files import load_texts, read_signature_rows, unit_band_keys
 from tasks.dedup.exact_verify import ExactJaccard
-from tasks.dedup.lsh import NearDupGraph, bucket_pairs, estimate, graph_from_edges
+from tasks.dedup.lsh import bucket_pairs, estimate
 from tasks.dedup.minhash import _fmix64
+
+if TYPE_CHECKING:
+    import ray.data
 
 ROWS_PER_GROUP = 1 << 20  # band rows per (band, slice) group: about 32 MB of group data per task
 
 
-def near_duplicates_ray(
-    paths: Sequence[str],
-    starts: np.ndarray,
-    local_row: np.ndarray,
-    mh: MinHashSpec,
-    rows_per_group: int = ROWS_PER_GROUP,
-) -> NearDupGraph:
-    """LSH candidates, verification and clusters of the m = len(local_row) rows, as a Ray Data job.
+def near_pair_summaries(items: ray.data.Dataset, m: int, paths: Sequence[str], starts: np.ndarray, mh: MinHashSpec,
+                        rows_per_group: int = ROWS_PER_GROUP) -> ray.data.Dataset:
+    """LSH candidates and verification of the m near-dedup rows, as a Ray Data job; one summary row per
+    verification task (`lo`, `hi`: its verified edges as int64 bytes; `candidates`, `exact_checked`).
 
-    `paths[u]` is unit file u, whose rows are corpus rows starts[u]..starts[u+1]-1; `local_row` is sorted by
-    survivor priority (position = local index). Needs `ray` to be initialised (see `flows.runners.ray_session`).
+    `items` holds one row per unit with candidates: `path`, `start` (its first corpus row) and `local` (the
+    bytes of an int64 array over the unit's rows: the row's local index, its rank in survivor priority among
+    the m rows, or -1). `paths[u]` is unit file u, whose rows are corpus rows starts[u]..starts[u+1]-1.
     """
     import ray
-    import ray.data
 
-    m = int(local_row.size)
-    n = int(starts[-1])
-    if m == 0:
-        return graph_from_edges(0, [], [], 0, 0)
-    local_of_row = np.full(n, -1, dtype=np.int64)
-    local_of_row[local_row] = np.arange(m, dtype=np.int64)
-    items = []
-    for u, path in enumerate(paths):
-        local = local_of_row[starts[u] : starts[u + 1]]
-        if (local >= 0).any():
-            items.append({"path": path, "start": int(starts[u]), "local": local.tobytes()})
     parts = max(1, math.ceil(m / rows_per_group))
     cparts = max(parts, int(ray.cluster_resources().get("CPU", 1)))  # verification spread over every CPU
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(_band_rows, batch_size=1, batch_format="numpy", zero_copy_batch=True,
-                        fn_kwargs={"mh": mh, "parts": parts})
+    ds = items.map_batches(_band_rows, batch_size=1, batch_format="numpy", zero_copy_batch=True,
+                           fn_kwargs={"mh": mh, "parts": parts})
     # One shuffle partition per group at most (Ray Data's default of 200 costs 200 reduce tasks however small
     # the job): a partition then holds about one group, so memory per task stays bounded by the group size.
     ds = ds.groupby(["band", "part"], num_partitions=mh.bands * parts).map_groups(
         _candidate_pairs, batch_format="numpy",
         fn_kwargs={"m": m, "bucket_cap": mh.bucket_cap, "anchors": mh.bucket_anchors, "cparts": cparts},
     )
-    ds = ds.groupby("cpart", num_partitions=cparts).map_groups(
+    return ds.groupby("cpart", num_partitions=cparts).map_groups(
         _verified_pairs, batch_format="numpy",
         fn_kwargs={"paths": list(paths), "starts": np.asarray(starts, dtype=np.int64), "mh": mh},
     )
-    summaries = ds.take_all()  # one row per verification task
-    graph = graph_from_edges(m, [np.frombuffer(s["lo"], np.int64) for s in summaries],
-                             [np.frombuffer(s["hi"], np.int64) for s in summaries],
-                             sum(int(s["candidates"]) for s in summaries),
-                             sum(int(s["exact_checked"]) for s in summaries))
-    return replace(graph, text_bytes_read=sum(int(s["text_bytes_read"]) for s in summaries),
-                   text_bytes_wanted=sum(int(s["text_bytes_wanted"]) for s in summaries))
 
 
 def _band_rows(batch: dict[str, np.ndarray], mh: MinHashSpec, parts: int) -> dict[str, np.ndarray]:

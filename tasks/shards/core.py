@@ -150,10 +150,18 @@ def file_sha256(path: str) -> tuple[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class ShardSlice:
-    """Rows `[start, stop)` of the kept-row list of one unit file, in unit order."""
+    """Rows of one unit file, in unit order: `rows`, or (`kept_file` set) rows `kept_range` = [start, stop) of
+    that kept-row file's `row` column (the Ray engine's plan: O(1) per slice, the rows read by the shard task)."""
 
     unit_path: str
-    rows: tuple[int, ...]
+    rows: tuple[int, ...] = ()
+    kept_file: str | None = None
+    kept_range: tuple[int, int] = (0, 0)
+
+    def unit_rows(self) -> Sequence[int]:
+        if self.kept_file is None:
+            return self.rows
+        return read_kept_rows(self.kept_file)[0][self.kept_range[0] : self.kept_range[1]].tolist()
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +211,41 @@ class KeptRows:
             yield self.paths[u], r, b
 
 
+KEPT_ROWS_SCHEMA = pa.schema([pa.field("row", pa.int64(), nullable=False),
+                              pa.field("n_bytes", pa.int64(), nullable=False)])
+
+
+def read_kept_rows(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, text bytes) of one kept-row file (`KEPT_ROWS_SCHEMA`, rows ascending)."""
+    fs, fpath = url_to_fs(path)
+    table = pq.read_table(fpath, filesystem=fs)
+    return table["row"].to_numpy(), table["n_bytes"].to_numpy()
+
+
+@dataclass(frozen=True)
+class KeptRowFiles:
+    """The survivors as one small Parquet file per unit (`KEPT_ROWS_SCHEMA`), as the Ray dedup job writes them:
+    what the driver holds is per unit (its file, kept count and text bytes), and each file is read on its own.
+    Iterating gives the same `(unit_path, row, text_bytes)` tuples, in corpus order, as `KeptRows`."""
+
+    paths: tuple[str, ...]         # unit files, in corpus order
+    files: tuple[str | None, ...]  # kept-row file of each unit (None: nothing kept)
+    counts: tuple[int, ...]
+    text_bytes: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return sum(self.counts)
+
+    def __iter__(self) -> Iterator[tuple[str, int, int]]:
+        for path, file in zip(self.paths, self.files):
+            if file:
+                rows, n_bytes = read_kept_rows(file)
+                for r, b in zip(rows.tolist(), n_bytes.tolist()):
+                    yield path, r, b
+
+
 def plan_balanced_shards(
-    kept: KeptRows | Iterable[tuple[str, int, int]], data_dir: str, target_bytes: int
+    kept: KeptRows | KeptRowFiles | Iterable[tuple[str, int, int]], data_dir: str, target_bytes: int
 ) -> list[ShardPlan]:
     """Split kept rows `(unit_path, row, text_bytes)`, in corpus order, into balanced shards.
 
@@ -212,6 +253,8 @@ def plan_balanced_shards(
     so every shard holds close to `total / k` bytes (documents are never split). The plan depends only
     on the kept rows and the target, never on worker count.
     """
+    if isinstance(kept, KeptRowFiles):
+        return _plan_kept_files(kept, data_dir, target_bytes)
     if not isinstance(kept, KeptRows):
         kept = KeptRows.from_tuples(kept)
     total = int(kept.n_bytes.sum())
@@ -229,6 +272,30 @@ def plan_balanced_shards(
         plans.append(ShardPlan(index=shard, count=count, path=f"{data_dir.rstrip('/')}/{shard_name(shard, count)}",
                                slices=slices, rows=hi - lo, text_bytes=int(kept.n_bytes[lo:hi].sum())))
     return plans
+
+
+def _plan_kept_files(kept: KeptRowFiles, data_dir: str, target_bytes: int) -> list[ShardPlan]:
+    """`plan_balanced_shards` one unit's kept-row file at a time: the same shards, each slice a range of a file."""
+    total, n = sum(kept.text_bytes), len(kept)
+    count = min(max(1, math.ceil(total / target_bytes)), n) if n else 0
+    slices: list[list[ShardSlice]] = [[] for _ in range(count)]
+    rows, text_bytes = [0] * count, [0] * count
+    offset = 0
+    for path, file in zip(kept.paths, kept.files):
+        if not file:
+            continue
+        _, n_bytes = read_kept_rows(file)
+        before = offset + np.cumsum(n_bytes) - n_bytes
+        offset += int(n_bytes.sum())
+        index = np.minimum(count - 1, before * count // total) if total else np.zeros(n_bytes.size, np.int64)
+        runs = np.r_[0, np.flatnonzero(index[1:] != index[:-1]) + 1, index.size]
+        for a, b in zip(runs[:-1].tolist(), runs[1:].tolist()):
+            shard = int(index[a])
+            slices[shard].append(ShardSlice(path, kept_file=file, kept_range=(a, b)))
+            rows[shard] += b - a
+            text_bytes[shard] += int(n_bytes[a:b].sum())
+    return [ShardPlan(index=i, count=count, path=f"{data_dir.rstrip('/')}/{shard_name(i, count)}",
+                      slices=tuple(slices[i]), rows=rows[i], text_bytes=text_bytes[i]) for i in range(count)]
 
 
 def row_group_runs(rows: Sequence[int], group_starts: Sequence[int]) -> Iterator[tuple[int, list[int]]]:
@@ -268,7 +335,7 @@ def iter_slice_chunks(piece: ShardSlice, chunk_rows: int) -> Iterator[pa.Table]:
             starts.append(starts[-1] + meta.row_group(g).num_rows)
         pending: list[pa.Table] = []
         buffered = 0
-        for group, local in row_group_runs(piece.rows, starts):
+        for group, local in row_group_runs(piece.unit_rows(), starts):
             # One thread: shards already run side by side, and per-thread allocator arenas doubled the peak.
             columns = unit.read_row_group(group, columns=DOC_COLUMNS, use_threads=False)
             taken = columns.take(pa.array(local, pa.int64()))

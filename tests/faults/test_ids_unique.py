@@ -5,8 +5,10 @@ folders holding files of the same names. Must survive: every document, once, und
 (`wikipedia/<dbname>/<page id>`, `books/<folder>/<name>`). Output must equal: the shards hold exactly
 the six expected ids, each with its own text.
 
-Fault: a forced collision, two sources whose books have the same path below their own roots. Must
-survive: nothing is written; the run fails with `DuplicateDocumentId` naming the id and both inputs.
+Fault: a forced collision, two sources whose books have the same path below their own roots, beside a wiki.
+Must survive: the run, and every other input: the two books are failed inputs in the manifest (error
+`DuplicateDocumentId` naming the id and both inputs), their documents counted as `corpus/id_clash` drops; the
+wiki's pages ship. (Before: the whole run failed with `DuplicateDocumentId`, on every rerun.)
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 from data_specs import CleanSpec, DedupSpec
 from data_specs.sources import BooksSource
 from flows.curate import curate
-from tasks.corpus.core import DuplicateDocumentId, deduplicate_units
+from tasks.corpus.core import deduplicate_units
 from tasks.sources.core import plan_units
 from tasks.sources.wikipedia import wikitext_to_text
 from tasks.units.core import process_unit
@@ -77,15 +79,19 @@ def test_same_native_ids_in_two_wikis_and_two_folders_are_all_kept(inputs, tmp_p
         assert start in got[doc_id][:200], doc_id  # and each id holds its own input's text
 
 
-def test_two_sources_with_the_same_book_paths_fail_naming_both(inputs, tmp_path):
-    root, _ = inputs
+def test_two_sources_with_the_same_book_paths_fail_those_inputs_not_the_run(inputs, tmp_path):
+    root, expected = inputs
     sources = [{"kind": "books", "paths": [str(root / "books" / f / "*.txt")]} for f in ("f1", "f2")]
-    with pytest.raises(DuplicateDocumentId) as err:
-        curate(str(write_spec(tmp_path / "spec.yaml", tmp_path / "out", sources, **RUN)))
-    message = str(err.value)
-    assert "'books/a'" in message
-    assert str(root / "books" / "f1" / "a.txt") in message and str(root / "books" / "f2" / "a.txt") in message
-    assert not (tmp_path / "out" / "manifest.json").exists()
+    sources.append({"kind": "wikipedia", "paths": [str(root / "wiki" / "*.xml")]})
+    manifest = curate(str(write_spec(tmp_path / "spec.yaml", tmp_path / "out", sources, **RUN)))
+    failed = manifest["failed_inputs"]
+    assert sorted(f["url"] for f in failed) == sorted(str(root / "books" / f / "a.txt") for f in ("f1", "f2"))
+    for f in failed:
+        assert f["error"].startswith("DuplicateDocumentId: document id 'books/a'")
+        assert str(root / "books" / "f1" / "a.txt") in f["error"] and str(root / "books" / "f2" / "a.txt") in f["error"]
+    assert manifest["counts"]["failed_inputs"] == 2 and manifest["drop_reasons"]["corpus/id_clash"] == 2
+    table = pq.read_table(tmp_path / "out" / "data", columns=["id"])
+    assert sorted(table["id"].to_pylist()) == sorted(i for i in expected if i.startswith("wikipedia/"))
 
 
 def test_identical_copies_in_two_folders_are_duplicates_not_a_collision(tmp_path):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from data_specs import DedupSpec
 from tasks.common.documents import Document
-from tasks.corpus.core import DuplicateDocumentId, deduplicate_units
+from tasks.corpus.core import deduplicate_units
 from tasks.dedup.core import MinHasher, exact_key
 from tasks.dedup.synthetic import jaccard, plant_variant, random_doc
 from tasks.shards.core import AtomicParquetWriter, documents_to_columns, unit_schema
@@ -50,19 +51,25 @@ def test_ambiguous_pairs_are_settled_by_the_text(tmp_path):
     assert (units[0].path, 0) in kept_rows  # the base (smallest id) survives
 
 
-def test_duplicate_id_names_both_inputs(tmp_path):
-    # Before: nothing checked, and removed.parquet's id -> survivor map became ambiguous.
+def test_duplicate_id_fails_both_inputs_naming_them(tmp_path):
+    # Before: nothing checked, and removed.parquet's id -> survivor map became ambiguous; then the run failed.
     spec = DedupSpec()
     rng = np.random.default_rng(5)
-    texts = [" ".join(random_doc(rng, 200)) for _ in range(3)]
+    texts = [" ".join(random_doc(rng, 200)) for _ in range(4)]
     a = [Document(id=f"wikipedia/{i}", text=t, source="wikipedia", origin="x") for i, t in enumerate(texts[:2])]
     b = [Document(id="wikipedia/1", text=texts[2], source="wikipedia", origin="y")]
-    units = [_unit(tmp_path, "first-dump.xml", a, spec), _unit(tmp_path, "second-dump.xml", b, spec)]
-    with pytest.raises(DuplicateDocumentId, match=r"'wikipedia/1'.*first-dump\.xml.*second-dump\.xml"):
-        deduplicate_units(units, spec, str(tmp_path / "work"))
+    c = [Document(id="wikipedia/3", text=texts[3], source="wikipedia", origin="z")]
+    units = [_unit(tmp_path, "first-dump.xml", a, spec), _unit(tmp_path, "second-dump.xml", b, spec),
+             _unit(tmp_path, "third-dump.xml", c, spec)]
+    outcome = deduplicate_units(units, spec, str(tmp_path / "work"))
+    assert sorted(outcome.failed_units) == sorted(u.path for u in units[:2])
+    for error in outcome.failed_units.values():
+        assert re.match(r"DuplicateDocumentId: document id 'wikipedia/1'.*first-dump\.xml.*second-dump\.xml", error)
+    assert [(p, r) for p, r, _ in outcome.kept_rows] == [(units[2].path, 0)]  # the rest ships
     b[0].id = "wikipedia/2"
     units[1] = _unit(tmp_path, "second-dump.xml", b, spec)
-    assert len(deduplicate_units(units, spec, str(tmp_path / "work")).kept_rows) == 3
+    outcome = deduplicate_units(units, spec, str(tmp_path / "work"))
+    assert len(outcome.kept_rows) == 4 and not outcome.failed_units
 
 
 def test_the_same_document_read_twice_is_an_exact_duplicate_not_a_collision(tmp_path):
