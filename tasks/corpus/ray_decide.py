@@ -42,11 +42,12 @@ from fsspec.core import url_to_fs
 
 from data_specs import DedupSpec
 from tasks.corpus.ids import clash_errors, id_clashes, merge_clashes
+from tasks.corpus.ray_blocks import column_sums, components, find_keys, join_layout, keyed_join
 from tasks.corpus.ray_dedup import near_pair_summaries
 from tasks.corpus.unit_files import fixed_list_matrix
 from tasks.dedup.core import EXACT, NEAR, REASON_CODES
 from tasks.dedup.minhash import EMPTY, _fmix64
-from tasks.dedup.stars import both_directions, large_star, small_star, star_roots
+from tasks.dedup.stars import star_roots
 from tasks.shards.core import KEPT_ROWS_SCHEMA, AtomicParquetWriter, KeptRowFiles
 from tasks.units.core import UnitResult
 
@@ -109,19 +110,19 @@ def deduplicate_ray(ordered: Sequence[UnitResult], spec: DedupSpec, work_dir: st
                                                     fn_kwargs={"paths": paths, "starts": starts})
             edges = near_pair_summaries(items, m, paths, starts, spec.minhash, rows_per_group).map_batches(
                 _summary_edges, batch_size=1, batch_format="pyarrow").materialize()
-            counts = _column_sums(edges, ["candidates", "exact_checked", "verified", "text_bytes_read",
+            counts = column_sums(edges, ["candidates", "exact_checked", "verified", "text_bytes_read",
                                           "text_bytes_wanted"])
             candidate_pairs, exact_checked, verified_pairs = (counts[c] for c in ("candidates", "exact_checked",
                                                                                   "verified"))
             text_bytes_read, text_bytes_wanted = counts["text_bytes_read"], counts["text_bytes_wanted"]
             if verified_pairs:
-                roots = _components(edges.filter(expr="lo >= 0").select_columns(["lo", "hi"]), parts)
+                roots = components(edges.filter(expr="lo >= 0").select_columns(["lo", "hi"]), parts)
                 near_roots = _near_roots(roots, cand, parts)
 
     # 6. final decisions
     final = _final(exact, near_roots, parts).materialize()
     removed = final.filter(expr="reason > 0")
-    by_reason = _column_sums(final, [f"reason={code}" for code in _NAMES])
+    by_reason = column_sums(final, [f"reason={code}" for code in _NAMES])
     removed_counts = {_NAMES[code]: by_reason[f"reason={code}"] for code in _NAMES if by_reason[f"reason={code}"]}
     removed_path = None
     if removed_counts:
@@ -264,131 +265,32 @@ def _summary_edges(batch: pa.Table) -> pa.Table:
                      **{k: np.r_[v, np.zeros(node.size, np.int64)] for k, v in stats.items()}})
 
 
-def _column_sums(ds: ray.data.Dataset, columns: Sequence[str]) -> dict[str, int]:
-    """Sums of a materialized dataset's columns, one small task per block (cheaper than a Ray Data job)."""
-    import ray
-
-    task = ray.remote(_block_sums)
-    totals = ray.get([task.remote(ref, list(columns)) for ref in ds.get_internal_block_refs()])
-    return {c: int(sum(t[c] for t in totals)) for c in columns}
-
-
-def _block_sums(block, columns: list[str]) -> dict[str, int]:
-    from ray.data.block import BlockAccessor
-
-    table = BlockAccessor.for_block(block).to_arrow()
-    out = {}
-    for c in columns:  # "col" sums the column, "col=v" counts the rows where it equals v
-        name, _, value = c.partition("=")
-        column = table[name].to_numpy() if table.num_rows else np.zeros(0, np.int64)
-        out[c] = int(np.count_nonzero(column == int(value)) if value else column.sum())
-    return out
-
-
-def _components(edges: ray.data.Dataset, parts: int) -> ray.data.Dataset:
-    """Star rounds until nothing moves: (lo = root, hi = node) for every non-root node."""
-    while True:
-        ls = (edges.map_batches(_large_star_input, batch_format="pyarrow", fn_kwargs={"parts": parts})
-              .groupby("part", num_partitions=parts).map_groups(_large_star, batch_format="pyarrow").materialize())
-        ss = (ls.map_batches(_small_star_input, batch_format="pyarrow", fn_kwargs={"parts": parts})
-              .groupby("part", num_partitions=parts).map_groups(_small_star, batch_format="pyarrow").materialize())
-        moved, split = _column_sums(ls, ["changed"])["changed"], _column_sums(ss, ["changed"])["changed"]
-        edges = ss.select_columns(["lo", "hi"])
-        if moved == 0 and split == 0:
-            return edges
-
-
-def _part(nodes: np.ndarray, parts: int) -> np.ndarray:
-    return (_fmix64(nodes.astype(np.uint64)) % np.uint64(parts)).astype(np.int64)
-
-
-def _large_star_input(batch: pa.Table, parts: int) -> pa.Table:
-    u, v = both_directions(batch["lo"].to_numpy(), batch["hi"].to_numpy())
-    return pa.table({"u": u, "v": v, "part": _part(u, parts)})
-
-
-def _small_star_input(batch: pa.Table, parts: int) -> pa.Table:
-    hi = batch["hi"].to_numpy()
-    return pa.table({"u": hi, "v": batch["lo"].to_numpy(), "part": _part(hi, parts)})
-
-
-def _star_output(lo: np.ndarray, hi: np.ndarray, changed: int) -> pa.Table:
-    flag = np.zeros(lo.size, np.int64)
-    if lo.size:
-        flag[0] = changed
-    return pa.table({"lo": lo.astype(np.int64), "hi": hi.astype(np.int64), "changed": flag})
-
-
-def _large_star(group: pa.Table) -> pa.Table:
-    return _star_output(*large_star(group["u"].to_numpy(), group["v"].to_numpy()))
-
-
-def _small_star(group: pa.Table) -> pa.Table:
-    return _star_output(*small_star(group["u"].to_numpy(), group["v"].to_numpy()))
-
-
-# Keyed joins without Ray Data's `Dataset.join` (it needs polars, which lmpipe does not install): both sides in
-# one layout, `side` 0 = the lookup table (unique keys), 1 = the queries, grouped by a hash of the key `k`.
-_JOIN_SCHEMA = pa.schema([("k", pa.int64()), ("part", pa.int64()), ("side", pa.int8()), ("a", pa.int64()),
-                          ("unit", pa.int32()), ("id", pa.string()), ("s_id", pa.string())])
-
-
-def _layout(k: np.ndarray, a: pa.Array | np.ndarray, side: int, parts: int, unit=None, id=None, s_id=None) -> pa.Table:
-    n = len(k)
-    return pa.table({"k": k, "part": _part(k, parts), "side": np.full(n, side, np.int8), "a": a,
-                     "unit": unit if unit is not None else pa.nulls(n, pa.int32()),
-                     "id": id if id is not None else pa.nulls(n, pa.string()),
-                     "s_id": s_id if s_id is not None else pa.nulls(n, pa.string())}, schema=_JOIN_SCHEMA)
-
-
-def _join(queries: ray.data.Dataset, lookup: ray.data.Dataset, parts: int, fn) -> ray.data.Dataset:
-    """`fn(queries, lookup, parts)` per partition of the key space, `lookup` sorted by key."""
-    return queries.union(lookup).groupby("part", num_partitions=parts).map_groups(
-        _join_partition, batch_format="pyarrow", fn_kwargs={"fn": fn, "parts": parts})
-
-
-def _join_partition(group: pa.Table, fn, parts: int) -> pa.Table:
-    side = group["side"].to_numpy()
-    lookup = group.filter(pa.array(side == 0))
-    lookup = lookup.take(pc.sort_indices(lookup, sort_keys=[("k", "ascending")]))
-    return fn(group.filter(pa.array(side == 1)), lookup, parts)
-
-
-def _find(lookup: pa.Table, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of `keys` in the sorted `lookup`, and which of them are there."""
-    k = lookup["k"].to_numpy()
-    if k.size == 0:
-        return np.zeros(keys.size, np.int64), np.zeros(keys.size, bool)
-    at = np.minimum(np.searchsorted(k, keys), k.size - 1)
-    return at, k[at] == keys
-
-
 def _near_roots(roots: ray.data.Dataset, cand: ray.data.Dataset, parts: int) -> ray.data.Dataset:
     """Every near-removed candidate, as a lookup row keyed by its corpus row: (k = s_row, a = root_row,
     id = root_id); two joins with the ranked candidates (on the node, then on the root)."""
     table = cand.map_batches(_candidate_lookup, batch_format="pyarrow", fn_kwargs={"parts": parts})
     nodes = roots.map_batches(_node_queries, batch_format="pyarrow", fn_kwargs={"parts": parts})
-    with_rows = _join(nodes, table, parts, _node_rows)  # queries keyed by the root, a = the node's row
-    return _join(with_rows, table, parts, _root_rows)
+    with_rows = keyed_join(nodes, table, parts, _node_rows)  # queries keyed by the root, a = the node's row
+    return keyed_join(with_rows, table, parts, _root_rows)
 
 
 def _candidate_lookup(batch: pa.Table, parts: int) -> pa.Table:
-    return _layout(batch["local"].to_numpy(), batch["row"], 0, parts, id=batch["id"])
+    return join_layout(batch["local"].to_numpy(), batch["row"], 0, parts, id=batch["id"])
 
 
 def _node_queries(batch: pa.Table, parts: int) -> pa.Table:
-    return _layout(batch["hi"].to_numpy(), batch["lo"], 1, parts)
+    return join_layout(batch["hi"].to_numpy(), batch["lo"], 1, parts)
 
 
 def _node_rows(queries: pa.Table, lookup: pa.Table, parts: int) -> pa.Table:
-    at, _ = _find(lookup, queries["k"].to_numpy())  # every node is a candidate
-    return _layout(queries["a"].to_numpy(), lookup["a"].take(pa.array(at)), 1, parts)
+    at, _ = find_keys(lookup, queries["k"].to_numpy())  # every node is a candidate
+    return join_layout(queries["a"].to_numpy(), lookup["a"].take(pa.array(at)), 1, parts)
 
 
 def _root_rows(queries: pa.Table, lookup: pa.Table, parts: int) -> pa.Table:
-    at, _ = _find(lookup, queries["k"].to_numpy())
+    at, _ = find_keys(lookup, queries["k"].to_numpy())
     idx = pa.array(at)
-    return _layout(queries["a"].to_numpy(), lookup["a"].take(idx), 0, parts, id=lookup["id"].take(idx))
+    return join_layout(queries["a"].to_numpy(), lookup["a"].take(idx), 0, parts, id=lookup["id"].take(idx))
 
 
 def _final(exact: ray.data.Dataset, near_roots: ray.data.Dataset | None, parts: int) -> ray.data.Dataset:
@@ -397,16 +299,16 @@ def _final(exact: ray.data.Dataset, near_roots: ray.data.Dataset | None, parts: 
     if near_roots is None:
         return exact.map_batches(_decision, batch_format="pyarrow")
     rows = exact.map_batches(_row_queries, batch_format="pyarrow", fn_kwargs={"parts": parts})
-    return _join(rows, near_roots, parts, _near_decision)
+    return keyed_join(rows, near_roots, parts, _near_decision)
 
 
 def _row_queries(batch: pa.Table, parts: int) -> pa.Table:
-    return _layout(batch["s_row"].to_numpy(), batch["row"], 1, parts, unit=batch["unit"], id=batch["id"],
+    return join_layout(batch["s_row"].to_numpy(), batch["row"], 1, parts, unit=batch["unit"], id=batch["id"],
                    s_id=batch["s_id"])
 
 
 def _near_decision(queries: pa.Table, lookup: pa.Table, parts: int) -> pa.Table:
-    at, near = _find(lookup, queries["k"].to_numpy())
+    at, near = find_keys(lookup, queries["k"].to_numpy())
     n = len(at)
     root_row, root_id = pa.nulls(n, pa.int64()), pa.nulls(n, pa.string())
     if lookup.num_rows:  # else no row of this partition was removed as a near duplicate

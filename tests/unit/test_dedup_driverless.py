@@ -16,7 +16,8 @@ import pyarrow as pa
 import pytest
 
 from tasks.corpus.ids import ID_CLASH, fail_clashing_units, id_clashes, merge_clashes
-from tasks.corpus.ray_decide import _exact_survivors, _part
+from tasks.corpus.ray_blocks import hash_part
+from tasks.corpus.ray_decide import _exact_survivors
 from tasks.dedup.lsh import components
 from tasks.dedup.stars import both_directions, large_star, small_star, star_roots
 from tasks.shards.core import KEPT_ROWS_SCHEMA, AtomicParquetWriter, KeptRowFiles, KeptRows, plan_balanced_shards
@@ -38,14 +39,14 @@ def _roots(m: int, node: np.ndarray, root: np.ndarray) -> np.ndarray:
 
 
 def _partitioned_star_roots(lo: np.ndarray, hi: np.ndarray, parts: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """The Ray Data loop of `tasks.corpus.ray_decide._components`, partitions as plain array slices."""
+    """The Ray Data loop of `tasks.corpus.ray_blocks.components`, partitions as plain array slices."""
     rounds = 0
     while True:
         rounds += 1
         changed = []
         for step in (large_star, small_star):
             u, v = both_directions(lo, hi) if step is large_star else (hi, lo)
-            p = _part(u, parts)
+            p = hash_part(u, parts)
             results = [step(u[p == k], v[p == k]) for k in range(parts)]
             lo = np.concatenate([r[0] for r in results])
             hi = np.concatenate([r[1] for r in results])
