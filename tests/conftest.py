@@ -13,6 +13,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# Prefect's temporary server gets 30 s to start by default; on a busy 2-core runner a CLI run in a subprocess
+# has missed that (RuntimeError: Timed out while attempting to connect to ephemeral Prefect API).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 _STATE = Path(tempfile.mkdtemp(prefix="lmpipe-tests-"))
 os.environ.setdefault("PREFECT_HOME", str(_STATE / "prefect"))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

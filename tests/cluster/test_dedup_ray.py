@@ -38,7 +38,8 @@ def sample_units(tmp_path_factory) -> tuple[list[UnitResult], DedupSpec]:
     return results, spec.dedup
 
 
-@pytest.mark.parametrize("minhash", [{}, {"bands": 16, "rows": 8}], ids=["stored-band-keys", "other-banding"])
+@pytest.mark.parametrize("minhash", [{}, pytest.param({"bands": 16, "rows": 8}, marks=pytest.mark.slow)],
+                         ids=["stored-band-keys", "other-banding"])
 def test_sample_corpus_same_decisions_as_one_node(sample_units, tmp_path, minhash):
     results, dedup = sample_units
     spec = dedup.model_copy(update={"minhash": dedup.minhash.model_copy(update=minhash)})
@@ -52,6 +53,7 @@ def generated(tmp_path_factory) -> list[UnitResult]:
     return _generated_units(tmp_path_factory.mktemp("gen"), 5_000, seed=11)
 
 
+@pytest.mark.slow  # the Ray engine's dozen Ray Data jobs: 1-3 min on 2 cores; run with -m slow
 def test_generated_corpus_signature_verify_same_decisions_as_one_node(generated, tmp_path):
     spec = DedupSpec(minhash={"verify": "signature"})
     want = _streaming(generated, spec, tmp_path / "local")
@@ -59,6 +61,7 @@ def test_generated_corpus_signature_verify_same_decisions_as_one_node(generated,
     _assert_same(_ray(generated, spec, tmp_path / "ray", rows_per_group=1024), want)
 
 
+@pytest.mark.slow  # the Ray engine's dozen Ray Data jobs: 1-3 min on 2 cores; run with -m slow
 def test_100k_generated_corpus_same_decisions_as_one_node(tmp_path):
     """Issue 9's size: 100 k documents, exact verification (about 15 s here)."""
     results = _generated_units(tmp_path, 100_000, seed=5)

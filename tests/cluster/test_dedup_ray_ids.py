@@ -21,6 +21,7 @@ from tests.unit.test_corpus_dedup import _unit
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
+@pytest.mark.slow  # the Ray engine's dozen Ray Data jobs: 1-3 min on 2 cores; run with -m slow; tests/faults/test_ids_unique.py covers one node
 def test_id_clash_fails_the_same_inputs_on_ray_as_on_one_node(tmp_path):
     spec = DedupSpec(minhash={"verify": "signature"})
     rng = np.random.default_rng(8)

@@ -42,7 +42,7 @@ def _bomb_dump(path: Path, streams: int) -> int:
 
 
 _CHILD = """
-import json, resource, sys, time
+import json, re, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # a regression fails here, not the machine
 from data_specs import load_curate_spec
 from tasks.sources.core import plan_units
@@ -54,7 +54,8 @@ results = [process_unit(spec.sources[0], u, spec.clean, spec.dedup.minhash, sys.
 print(json.dumps({"results": [{"docs_in": r.docs_in, "kept": r.kept, "drops": r.drops, "complete": r.complete,
                                "error": r.error, "path": r.path} for r in results],
                   "seconds": time.perf_counter() - started,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  # VmHWM, not ru_maxrss: ru_maxrss carries the forking parent's peak over fork + exec
+                  "peak_rss_mb": int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())[1]) / 1024}))
 """
 
 

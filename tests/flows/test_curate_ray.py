@@ -21,6 +21,7 @@ def test_ray_runner_matches_thread_runner(tmp_path, monkeypatch):
     assert shard_digests(tmp_path / "ray") == shard_digests(tmp_path / "threads")
 
 
+@pytest.mark.slow  # the Ray engine's dozen Ray Data jobs: 1-3 min on 2 cores; run with -m slow; the Ray-runner test runs the same engine
 def test_ray_data_dedup_on_thread_runner_matches_local_dedup(tmp_path, monkeypatch):
     """LMPIPE_DEDUP_ENGINE=ray with the thread runner: a local Ray is started for the dedup job alone and shut
     down after it (or, when this process is already connected to a Ray, that one is used and left running)."""

@@ -69,8 +69,11 @@ def test_a_file_that_cannot_be_hashed_fails_alone(books, tmp_path, monkeypatch):
 
 
 def test_planner_map_follows_the_run(monkeypatch):
+    from tasks.sources import planning
     from tasks.sources.planning import RayMap, ThreadMap, default_workers, planner_map
 
+    # not connected to a Ray (an earlier test in the same pytest process may have left one running)
+    monkeypatch.setattr(planning, "_ray_connected", lambda: False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("LMPIPE_TASK_RUNNER", raising=False)
     assert planner_map(RunSpec(workers=64)) == ThreadMap(max(64, default_workers()))
