@@ -27,7 +27,7 @@ import xxhash
 
 from data_specs.dedup import DedupSpec, MinHashSpec
 from tasks.dedup.exact_verify import ExactJaccard
-from tasks.dedup.lsh import NearDupGraph, band_keys, near_duplicates_banded
+from tasks.dedup.lsh import band_keys, near_duplicates_banded
 from tasks.dedup.minhash import EMPTY, SCHEME, MinHasher, to_lean_minhash
 
 __all__ = ["SCHEME", "Decisions", "DedupResult", "ExactJaccard", "MinHashSpec", "MinHasher", "decide", "exact_key",
@@ -108,7 +108,6 @@ def decide(
     signature_rows: Callable[[np.ndarray], np.ndarray],
     spec: DedupSpec,
     exact_jaccard: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-    near: Callable[[np.ndarray], NearDupGraph] | None = None,
 ) -> Decisions:
     """Dedup decisions from compact per-row arrays, with band keys and signatures fetched on demand.
 
@@ -116,10 +115,6 @@ def decide(
     for rows with equal exact keys; `has_shingles[i]`: the signature is not EMPTY; `band_keys_of(b)`:
     band b's (n,) uint64 LSH keys by row; `signature_rows(rows)`: (len(rows), num_perm) signatures.
     Holds O(n) small arrays and one band's keys; never the (n, num_perm) signatures.
-
-    `near(local)`, when given, replaces the single-node near-dedup step: it gets the (m,) rows to cluster in
-    survivor-priority order and returns their `NearDupGraph` over local indices (the Ray Data job,
-    `tasks.corpus.ray_dedup`); `band_keys_of`, `signature_rows` and `exact_jaccard` are then unused.
     """
     n = order.size
     mh = spec.minhash
@@ -139,7 +134,7 @@ def decide(
     # 2. near: local index = position in priority order, so a component's root is its survivor
     if mh.enabled and survivors.size:
         local = survivors[has_shingles[survivors]]  # (m,) local -> row
-        graph = near(local) if near is not None else near_duplicates_banded(
+        graph = near_duplicates_banded(
             local.size,
             lambda b: np.asarray(band_keys_of(b))[local],
             _LocalRows(signature_rows, local, mh.num_perm),
