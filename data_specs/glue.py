@@ -82,14 +82,34 @@ class GlueMLflowSpec(StrictModel):
 
 
 class GateSpec(StrictModel):
-    """The promotion gate: `champion` moves only to a candidate that is better by `margin`."""
+    """The promotion gate (`tasks.glue.gate`): `champion` moves only to a candidate evaluated like the champion,
+    above every trivial baseline, and better by `margin`."""
 
-    margin: float = Field(
-        0.0, ge=0, description="Required GLUE-score gain over the champion (fraction: 0.005 = half a point)."
+    margin: float | Literal["auto"] = Field(
+        "auto", description="Required gain over the champion and over each trivial baseline (fraction: 0.005 = "
+        "half a point); 'auto' = the measured noise: the std over seeds, or 2 paired-bootstrap standard errors."
+    )
+    require: Literal["point", "ci"] = Field(
+        "point", description="'point': the gain must reach the margin; 'ci': the lower bound of its paired "
+        "bootstrap interval must."
     )
     tasks: list[GlueTaskName] | None = Field(
-        None, description="Tasks the gate compares on; null = the tasks of the candidate's evaluation."
+        None, description="Tasks the gate compares on; null = the champion's whole task set (the candidate's "
+        "when there is no champion)."
     )
+    floor: bool = Field(
+        True, description="Every task must beat its trivial baseline (majority class, mean score) by the margin. "
+        "false only for plumbing tests and smoke runs: a model below the floor is worse than a constant guess."
+    )
+    bootstrap_resamples: int = Field(1000, ge=10, description="Paired bootstrap resamples of the dev rows.")
+    bootstrap_seed: int = Field(0, description="Seed of the bootstrap resampling.")
+
+    @field_validator("margin")
+    @classmethod
+    def _margin_not_negative(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and value < 0:
+            raise ValueError("margin must be >= 0 or 'auto'")
+        return value
 
 
 class ContaminationSpec(StrictModel):

@@ -5,7 +5,7 @@
     lmpipe pretrain SPEC [--new-run]
     lmpipe glue MODEL [--tasks sst2,rte] [--data-dir DIR] [--spec SPEC] [--name BASE] [--epochs N] [--lr X]
                       [--batch-size N] [--max-length N] [--seed N] [--max-train-examples N] [--metrics-json PATH]
-    lmpipe promote NAME [--margin X] [--tasks ...] [--spec SPEC]
+    lmpipe promote NAME [--version V] [--margin X] [--tasks ...] [--spec SPEC]
     lmpipe pipeline SPEC [--stages curate,pretrain,glue,promote] [--fresh]
     lmpipe services up|down|status
     lmpipe validate SPEC
@@ -243,10 +243,12 @@ def _glue_table(summary: dict[str, Any]) -> None:
 def promote(
     name: Annotated[str, typer.Argument(help="Registered base model name (its candidate is compared to its champion).")],
     margin: Annotated[float | None, typer.Option(help="Required GLUE-score gain (fraction); default: the spec's.")] = None,
-    tasks: Annotated[str | None, typer.Option(help="Compare on these tasks (default: the candidate's).")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Compare on these tasks (default: the champion's whole set).")] = None,
     spec: Annotated[str | None, typer.Option(help="GLUE spec YAML with the gate settings.")] = None,
+    version: Annotated[str | None, typer.Option(help="The version to judge (default: NAME@candidate).")] = None,
 ) -> None:
-    """Move the 'champion' alias to NAME@candidate only if its GLUE score beats the champion's by the margin."""
+    """Move the 'champion' alias to NAME@candidate (or --version) only if the gate passes: evaluated like the
+    champion on its whole task set, above every trivial baseline, and better by the margin."""
     from flows.glue import promote as promote_flow
     from tasks.glue.tasks import parse_task_list
 
@@ -255,7 +257,7 @@ def promote(
     except ValueError as exc:
         console.print(f"[bold red]Invalid input[/]: {exc}")
         raise typer.Exit(2) from exc
-    out = promote_flow(name, margin=margin, tasks=task_list, spec_path=spec)
+    out = promote_flow(name, margin=margin, tasks=task_list, spec_path=spec, version=version)
     style = "bold green" if out["promoted"] else "bold yellow"
     console.print(f"[{style}]{'promoted' if out['promoted'] else 'refused'}[/]: {out['reason']}")
     for moved in out["moved"]:

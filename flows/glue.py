@@ -2,7 +2,7 @@
 
     lmpipe glue models:/sample-bert@candidate --tasks rte,stsb --spec data_specs/glue/tiny_cpu.yaml
     lmpipe glue /path/to/hf-folder --name minilm --tasks sst2
-    lmpipe promote sample-bert --margin 0.005
+    lmpipe promote sample-bert --margin 0.005        # or the spec's gate (default: margin auto)
 
 `glue` resolves the model (a registered version is downloaded; a local folder is used in place), opens one
 parent MLflow run, and runs each task as a Prefect task: load the data (local GLUE folder or the hub), encode
@@ -130,19 +130,36 @@ def finetune_glue_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSp
         raise
     write_job_state(jobs, JobState(run_name=run_name, status="finished", mlflow_run_id=run_id))
 
+    from tasks.glue.baselines import trivial_metrics
+    from tasks.glue.protocol import TaskSetup, protocol_of
+    from tasks.glue.records import PREDICTIONS_DIR, predictions_csv
+
     results: dict[str, dict[str, Any]] = {}
+    baselines: dict[str, dict[str, float]] = {}
+    predictions: dict[str, Any] = {}
     for split, ex in evals.items():
-        metrics = compute_metrics(task_name, outcome.predictions[split], ex.labels)
+        preds = [float(v) for v in outcome.predictions[split]]
+        metrics = compute_metrics(task_name, preds, ex.labels)
         key = result_key(task_name, split)
         results[key] = {**metrics, "n_train": len(train), "n_eval": len(ex)}
+        baselines[key] = trivial_metrics(key, ex.labels)
+        predictions[key] = (list(ex.labels), {hp.seed: preds})
         for metric, value in metrics.items():
             c.log_metric(run_id, f"{key}_{metric}" if key != task_name else metric, value)
+        # Saved as soon as scored: a failure later in the flow loses none of this task's outputs.
+        c.log_text(run_id, predictions_csv(*predictions[key]), f"{PREDICTIONS_DIR}/{key}.csv")
+    setup = TaskSetup(
+        data={split: (f"sha256:{ex.sha256}" if ex.sha256 else f"hub:{ex.source}") for split, ex in
+              [("train", train), *evals.items()]},
+        n_train=len(train), n_eval={result_key(task_name, s): len(ex) for s, ex in evals.items()},
+        protocol=protocol_of(hp.model_dump(), max_length_used=max_length, seeds=[hp.seed]))
     for k, v in outcome.metrics.items():
         if isinstance(v, (int, float)) and k != "first_step_at":
             c.log_metric(run_id, f"final_{k}", float(v))
     logger.info("%s: %s", task_name, results)
     # The run stays open: the model is registered (and the run finished) only once every task has succeeded.
-    return {"results": results, "model_dir": outcome.model_dir, "run_id": run_id,
+    return {"results": results, "baselines": baselines, "predictions": predictions, "setup": setup,
+            "model_dir": outcome.model_dir, "run_id": run_id,
             "final_step": outcome.final_step, "resumed_from_step": outcome.resumed_from_step,
             "examples_per_s": outcome.metrics.get("examples_per_s"), "first_step_at": outcome.metrics.get("first_step_at")}
 
@@ -225,7 +242,7 @@ def glue(
 
     from tasks.glue.metrics import glue_score
     from tasks.glue.tasks import parse_task_list
-    from tasks.registry.evaluations import read_eval_record, resolve_base_model, set_eval_status, write_eval_record
+    from tasks.registry.evaluations import read_eval_record, resolve_base_model, set_eval_status
     from tasks.registry.tracking import ensure_experiment, git_commit
 
     started = time.time()
@@ -246,11 +263,12 @@ def glue(
     t_model = time.time()
     base = resolve_base_model(model, tracking_uri, download, name)  # a registry download for models:/ URIs
     model_resolve_s = time.time() - t_model
+    spec_fp = fingerprint(spec.model_dump(mode="json", exclude={"scaling", "mlflow", "gate"}))
     lineage = {
         "lmpipe.base_model": model, "lmpipe.base_model_name": base.name,
         "lmpipe.base_model_version": base.version or "local",
         "lmpipe.base_model_fingerprint": _model_fingerprint(base.hf_dir),
-        "lmpipe.glue_spec_fingerprint": fingerprint(spec.model_dump(mode="json", exclude={"scaling", "mlflow"})),
+        "lmpipe.glue_spec_fingerprint": spec_fp,
         "lmpipe.git_commit": git_commit() or "unknown",
         "lmpipe.prefect_flow_run_id": str(get_run_context().flow_run.id),
     }
@@ -272,14 +290,33 @@ def glue(
             reg = register_glue_model_task(t, base, per_task[t]["model_dir"], per_task[t]["run_id"], tracking_uri,
                                            lineage)
             per_task[t]["registered"] = reg["uri"]
+        summary = _finish_evaluation(model, base, spec, spec_path, task_names, hps, per_task, champion, c, parent_id,
+                                     tracking_uri, started, model_resolve_s, spec_fp, logger)
     except BaseException:
         for t, out in per_task.items():
             if "registered" not in out:
                 c.set_terminated(out["run_id"], status="FAILED")
         c.set_terminated(parent_id, status="FAILED")
         if base.version:
-            set_eval_status(base.name, base.version, "failed", tracking_uri)
+            set_eval_status(base.name, base.version, "failed", tracking_uri, run_id=parent_id)
         raise
+    c.set_terminated(parent_id, status="FINISHED")
+    if metrics_json:
+        write_metrics_json(summary, metrics_json)
+    return summary
+
+
+def _finish_evaluation(model: str, base: Any, spec: GlueSpec, spec_path: str | None, task_names: list[str],
+                       hps: dict[str, FinetuneSpec], per_task: dict[str, Any], champion: Any, c: Any, parent_id: str,
+                       tracking_uri: str, started: float, model_resolve_s: float, spec_fp: str,
+                       logger: Any) -> dict[str, Any]:
+    """Everything after training: the GLUE score, contamination, the report, and the evaluation record."""
+    from tasks.glue.gate import EvalRecord
+    from tasks.glue.metrics import glue_score, task_score
+    from tasks.glue.protocol import EvalSetup
+    from tasks.glue.tasks import result_keys
+    from tasks.registry.evaluations import store_record
+
     results = {k: v for t in task_names for k, v in per_task[t]["results"].items()}
     scores_only = {k: {m: v for m, v in r.items() if m not in ("n_train", "n_eval")} for k, r in results.items()}
     score = glue_score(scores_only)
@@ -311,12 +348,26 @@ def glue(
         "contamination": contamination,
     }
     _publish_report(summary, base, champion, contamination, c, parent_id)
+    setup = EvalSetup(tasks=tuple(task_names), per_task={t: per_task[t]["setup"] for t in task_names},
+                      spec_fingerprint=spec_fp, spec_path=os.path.abspath(spec_path) if spec_path else None,
+                      full=set(spec.tasks) <= set(task_names))
+    record = EvalRecord(
+        version=base.version or "local", status="complete", tasks=tuple(task_names), results=scores_only,
+        setup=setup, baselines={k: v for t in task_names for k, v in per_task[t]["baselines"].items()},
+        seed_scores={t: [sum(task_score(scores_only[k]) for k in result_keys(t)) / len(result_keys(t))]
+                     for t in task_names},
+        model=base.name, run_id=parent_id)
+    predictions = {k: v for t in task_names for k, v in per_task[t]["predictions"].items()}
     if base.version:
-        write_eval_record(base.name, base.version, task_names, scores_only, score, parent_id, tracking_uri)
+        store_record(record, predictions, score, tracking_uri)
         c.set_model_version_tag(base.name, base.version, "glue_score", f"{score:.4f}")
-    c.set_terminated(parent_id, status="FINISHED")
-    if metrics_json:
-        write_metrics_json(summary, metrics_json)
+    else:  # a local folder: the record and predictions still land on the run, for the report and the user
+        from tasks.glue.records import PREDICTIONS_DIR, RECORD_FILE, predictions_csv, record_to_json
+
+        for key, (labels, by_seed) in predictions.items():
+            c.log_text(parent_id, predictions_csv(labels, by_seed), f"{PREDICTIONS_DIR}/{key}.csv")
+        c.log_dict(parent_id, record_to_json(record, score), RECORD_FILE)
+    summary["full"] = setup.full
     return summary
 
 
@@ -366,34 +417,29 @@ def _publish_report(summary: dict[str, Any], base: Any, champion: Any, contamina
 
 @flow(name="promote", log_prints=True)
 def promote(name: str, margin: float | None = None, tasks: list[str] | None = None,
-            spec_path: str | None = None) -> dict[str, Any]:
-    """Move `champion` to `name@candidate` (and its task models) only if its GLUE score beats the champion's.
+            spec_path: str | None = None, version: str | None = None) -> dict[str, Any]:
+    """Move `champion` to `name` v`version` (default `@candidate`) and its task models only if the gate passes
+    (`tasks.glue.gate`: like with like, the whole task set, above the floors, a gain beyond the noise).
 
     Returns {"promoted", "reason", "candidate_score", "champion_score", "margin", "tasks", "moved", "run_id"}.
     """
-    return promotion_gate_task(name, margin, tasks, spec_path)
+    return promotion_gate_task(name, margin, tasks, spec_path, version)
 
 
 @task(cache_policy=NO_CACHE)
 def promotion_gate_task(name: str, margin: float | None = None, tasks: list[str] | None = None,
-                        spec_path: str | None = None) -> dict[str, Any]:
+                        spec_path: str | None = None, version: str | None = None) -> dict[str, Any]:
     """The gate as a task, for flows that chain evaluation and promotion (see `promote`)."""
     import mlflow
 
-    from tasks.glue.gate import decide
-    from tasks.glue.tasks import parse_task_list
-    from tasks.registry.evaluations import client, move_champion, read_eval_record
+    from tasks.glue.promotion import run_gate
+    from tasks.registry.evaluations import client
     from tasks.registry.tracking import ensure_experiment
 
     spec = load_glue_spec(spec_path)
-    margin = spec.gate.margin if margin is None else margin
-    wanted = tasks if tasks is not None else spec.gate.tasks
-    compare = parse_task_list(wanted) if wanted else None
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.mlflow.tracking_uri or _default_uri()
-    candidate = read_eval_record(name, CANDIDATE, tracking_uri)
-    champion = read_eval_record(name, CHAMPION, tracking_uri)
-    decision = decide(candidate, champion, margin=margin, tasks=compare)
-    moved = move_champion(name, candidate.version, list(decision.tasks), tracking_uri) if decision.promote else []
+    outcome = run_gate(name, gate=spec.gate, tracking_uri=tracking_uri, version=version, margin=margin, tasks=tasks)
+    decision, candidate, champion, moved = outcome.decision, outcome.candidate, outcome.champion, outcome.moved
 
     # The decision, in MLflow: a run of its own, and tags on the candidate version.
     experiment_id = ensure_experiment(spec.mlflow.experiment, tracking_uri)
@@ -402,13 +448,16 @@ def promotion_gate_task(name: str, margin: float | None = None, tasks: list[str]
         "lmpipe.gate.model": name, "lmpipe.gate.promoted": str(decision.promote).lower(),
         "lmpipe.gate.reason": decision.reason[:5000], "lmpipe.gate.candidate_version": candidate.version if candidate else "none",
         "lmpipe.gate.champion_version": champion.version if champion else "none",
+        "lmpipe.gate.candidate_record": (candidate.run_id or "none") if candidate else "none",
+        "lmpipe.gate.champion_record": (champion.run_id or "none") if champion else "none",
         "lmpipe.prefect_flow_run_id": str(prefect_flow_run.id)})
     for key, value in (("candidate_score", decision.candidate_score), ("champion_score", decision.champion_score),
-                       ("margin", decision.margin)):
+                       ("margin", decision.margin), ("gain_low", decision.gain_low), ("gain_high", decision.gain_high)):
         if value is not None:
             c.log_metric(run.info.run_id, key, value)
+    c.log_text(run.info.run_id, "\n".join(decision.checks), "gate_checks.txt")
     c.set_terminated(run.info.run_id, status="FINISHED")
-    if candidate is not None:
+    if candidate is not None and candidate.version != "local":
         cl = client(tracking_uri)
         cl.set_model_version_tag(name, candidate.version, "lmpipe.gate.decision",
                                  "promoted" if decision.promote else "refused")
@@ -416,15 +465,16 @@ def promotion_gate_task(name: str, margin: float | None = None, tasks: list[str]
     verdict = "PROMOTED" if decision.promote else "REFUSED"
     create_markdown_artifact(
         "\n".join([f"# Promotion gate for `{name}`: **{verdict}**", "", decision.reason, "",
-                   f"- candidate v{candidate.version if candidate else '-'}: {_pct(decision.candidate_score)}",
-                   f"- champion v{champion.version if champion else '-'}: {_pct(decision.champion_score)}",
-                   f"- margin: {decision.margin * 100:.2f} points; tasks: {', '.join(decision.tasks) or '-'}",
-                   *(f"- moved `champion`: {m}" for m in moved)]),
+                    f"- candidate v{candidate.version if candidate else '-'}: {_pct(decision.candidate_score)}",
+                    f"- champion v{champion.version if champion else '-'}: {_pct(decision.champion_score)}",
+                    f"- margin: {decision.margin * 100:.2f} points; tasks: {', '.join(decision.tasks) or '-'}",
+                    *(f"- {line}" for line in decision.checks),
+                    *(f"- moved `champion`: {m}" for m in moved)]),
         key="promotion-gate", description=f"{name}: {verdict}")
     print(f"{verdict}: {decision.reason}")
     return {"promoted": decision.promote, "reason": decision.reason, "candidate_score": decision.candidate_score,
             "champion_score": decision.champion_score, "margin": decision.margin, "tasks": list(decision.tasks),
-            "moved": moved, "run_id": run.info.run_id}
+            "moved": moved, "run_id": run.info.run_id, "checks": list(decision.checks)}
 
 
 def _pct(value: float | None) -> str:

@@ -131,7 +131,8 @@ def pipeline(spec_path: str, stages: list[str] | None = None, fresh: bool = Fals
     glue_spec = load_glue_spec(paths["glue"])
     stage("glue", lambda: _glue_output(glue(model_uri, tasks=spec.glue_tasks, spec_path=paths["glue"])))
     registered = _registered_name(paths["pretrain"])
-    stage("promote", lambda: _promote_output(promote(registered, spec_path=paths["glue"])))
+    evaluated = (outputs.get("glue") or {}).get("version")  # the version GLUE judged, never a moved @candidate
+    stage("promote", lambda: _promote_output(promote(registered, spec_path=paths["glue"], version=evaluated)))
     finish_run(directory, run, "complete")
 
     tags = [f"model:{registered}"]
@@ -158,7 +159,7 @@ def _pretrain_output(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _glue_output(summary: dict[str, Any]) -> dict[str, Any]:
     return {"glue_score": summary["glue_score"], "run_id": summary["run_id"], "registered": summary["registered"],
-            "tasks": summary["tasks"]}
+            "tasks": summary["tasks"], "version": summary["base_model_version"]}
 
 
 def _promote_output(decision: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,9 @@ from mlflow.exceptions import MlflowException
 from tasks.glue.gate import EvalRecord
 
 STATUS, TASKS, SCORE, RESULTS, RUN_ID = (f"lmpipe.glue.{k}" for k in ("status", "tasks", "score", "results", "run_id"))
+LAST_STATUS, LAST_RUN_ID = "lmpipe.glue.last_status", "lmpipe.glue.last_run_id"
+# Tags on each evaluation's parent run: the records of a version are found by these.
+EVAL_MODEL, EVAL_VERSION, EVAL_STATUS = "lmpipe.eval.model", "lmpipe.eval.version", "lmpipe.eval.status"
 BASE_NAME, BASE_VERSION = "lmpipe.base_model_name", "lmpipe.base_model_version"
 _URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
@@ -97,17 +100,86 @@ def _curated_dir_of_run(c: MlflowClient, run_id: str | None, tags: dict[str, str
 
 def set_eval_status(name: str, version: str, status: str, tracking_uri: str, *, run_id: str | None = None,
                     tasks: list[str] | None = None) -> None:
-    """Mark the start (running) or failure of an evaluation on a base model version."""
+    """Mark the start (running) or failure of an evaluation on a base model version.
+
+    Only the `last_*` tags change: the summary of the version's last complete evaluation (status, tasks, score,
+    results, run id) stays, so a failed or partial re-evaluation never erases a complete record."""
     c = client(tracking_uri)
-    c.set_model_version_tag(name, version, STATUS, status)
+    c.set_model_version_tag(name, version, LAST_STATUS, status)
     if run_id:
-        c.set_model_version_tag(name, version, RUN_ID, run_id)
-    if tasks is not None:
-        c.set_model_version_tag(name, version, TASKS, ",".join(tasks))
-    if status != "complete":  # an older score must not pass for this evaluation's
-        for key in (SCORE, RESULTS):
-            if key in (c.get_model_version(name, version).tags or {}):
-                c.delete_model_version_tag(name, version, key)
+        c.set_model_version_tag(name, version, LAST_RUN_ID, run_id)
+        c.set_tag(run_id, EVAL_MODEL, name)
+        c.set_tag(run_id, EVAL_VERSION, str(version))
+        c.set_tag(run_id, EVAL_STATUS, status)
+        if tasks is not None:
+            c.set_tag(run_id, "lmpipe.glue.tasks", ",".join(tasks))
+
+
+def store_record(record: EvalRecord, predictions: dict[str, tuple[list, dict[int, list]]], glue_score: float | None,
+                 tracking_uri: str) -> None:
+    """Log one evaluation's record and its per-example predictions on its parent run (`record.run_id`), then
+    its status tag, last: a record is found complete only once its files are there. A complete evaluation of
+    the spec's whole task set also becomes the version's summary tags (what the UI and `read_eval_record`
+    show)."""
+    from tasks.glue.records import PREDICTIONS_DIR, RECORD_FILE, predictions_csv, record_to_json
+
+    c = client(tracking_uri)
+    for key, (labels, by_seed) in predictions.items():
+        c.log_text(record.run_id, predictions_csv(labels, by_seed), f"{PREDICTIONS_DIR}/{key}.csv")
+    c.log_dict(record.run_id, record_to_json(record, glue_score), RECORD_FILE)
+    c.set_tag(record.run_id, EVAL_STATUS, record.status)
+    c.set_model_version_tag(record.model, record.version, LAST_STATUS, record.status)
+    if record.status == "complete" and record.setup is not None and record.setup.full and glue_score is not None:
+        write_eval_record(record.model, record.version, list(record.tasks), record.results, glue_score,
+                          record.run_id, tracking_uri)
+
+
+def list_records(name: str, version: str, tracking_uri: str) -> list[EvalRecord]:
+    """Every evaluation run of `name` v`version`, newest first, as records (running or failed ones without
+    files come with their status and no results)."""
+    from tasks.glue.records import RECORD_FILE, record_from_json
+
+    c = client(tracking_uri)
+    experiments = [e.experiment_id for e in c.search_experiments()]
+    if not experiments:
+        return []
+    runs = c.search_runs(experiments, filter_string=f"tags.`{EVAL_MODEL}` = '{name}' and "
+                                                    f"tags.`{EVAL_VERSION}` = '{version}'",
+                         order_by=["attribute.start_time DESC"], max_results=1000)
+    records = []
+    for run in runs:
+        status = run.data.tags.get(EVAL_STATUS, "running")
+        data = None
+        if status == "complete":
+            try:
+                data = _download_json(c, run.info.run_id, RECORD_FILE)
+            except (MlflowException, OSError, ValueError):
+                status = "unreadable"
+        tasks = tuple(t for t in run.data.tags.get("lmpipe.glue.tasks", "").split(",") if t)
+        records.append(record_from_json({**data, "status": status}) if data else
+                       EvalRecord(str(version), status, tasks, {}, model=name, run_id=run.info.run_id))
+    return records
+
+
+def load_predictions(run_id: str, keys: list[str], tracking_uri: str) -> dict[str, tuple]:
+    """result key -> (labels (n,), predictions (seeds, n)) from an evaluation run's artifacts."""
+    import tempfile
+
+    from tasks.glue.records import PREDICTIONS_DIR, read_predictions
+
+    c = client(tracking_uri)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in keys:
+            out[key] = read_predictions(Path(c.download_artifacts(run_id, f"{PREDICTIONS_DIR}/{key}.csv", tmp)))
+    return out
+
+
+def _download_json(c: MlflowClient, run_id: str, path: str) -> dict:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(c.download_artifacts(run_id, path, tmp)).read_text())
 
 
 def write_eval_record(name: str, version: str, tasks: list[str], results: dict[str, dict[str, float]],
@@ -143,19 +215,61 @@ def task_model_name(base: str, task: str) -> str:
     return f"{base}-glue-{task}"
 
 
+class ChampionMoveError(RuntimeError):
+    """`champion` could not move for every model of a version; nothing was moved (or all was put back)."""
+
+
 def move_champion(name: str, version: str, tasks: list[str], tracking_uri: str, alias: str = "champion") -> list[str]:
-    """Point `alias` at `name` v`version` and at the task models fine-tuned from it; returns what moved."""
+    """Point `alias` at `name` v`version` and at every task model fine-tuned from it, or at none of them.
+
+    Every task in `tasks` must have a task model of that version (else ChampionMoveError, nothing moved).
+    Task models that point `alias` at an older base version but have no model of this one lose the alias, so
+    `champion` never mixes versions. A failure half-way puts the previous aliases back. Returns what moved."""
     c = client(tracking_uri)
-    moved = []
+    plan: dict[str, str | None] = {}  # registered model -> its new alias target (None: delete the alias)
     for task in tasks:
         task_name = task_model_name(name, task)
-        found = c.search_model_versions(f"name = '{task_name}'")
-        mine = [v for v in found if (v.tags or {}).get(BASE_VERSION) == str(version)
-                and (v.tags or {}).get(BASE_NAME) == name]
-        if mine:
-            newest = max(mine, key=lambda v: int(v.version))
-            c.set_registered_model_alias(task_name, alias, newest.version)
-            moved.append(f"{task_name} v{newest.version}")
-    c.set_registered_model_alias(name, alias, str(version))
-    moved.insert(0, f"{name} v{version}")
-    return moved
+        newest = _task_model_of(c, name, version, task_name)
+        if newest is None:
+            raise ChampionMoveError(f"{task_name} has no version fine-tuned from {name} v{version}; nothing moved "
+                                    f"(re-run `lmpipe glue models:/{name}/{version} --tasks {task}`)")
+        plan[task_name] = newest
+    for rm in c.search_registered_models(f"name LIKE '{task_model_name(name, '')}%'"):
+        if rm.name not in plan and alias in (rm.aliases or {}):
+            plan[rm.name] = _task_model_of(c, name, version, rm.name)
+    plan[name] = str(version)
+    previous = {model: _alias_target(c, model, alias) for model in plan}
+    moved: list[str] = []
+    try:
+        for model, target in plan.items():
+            if target is None:
+                c.delete_registered_model_alias(model, alias)
+                moved.append(f"{model}: alias removed (no model of v{version})")
+            else:
+                c.set_registered_model_alias(model, alias, target)
+                moved.append(f"{model} v{target}")
+    except Exception as exc:
+        for model, target in previous.items():
+            try:
+                if target is None:
+                    c.delete_registered_model_alias(model, alias)
+                else:
+                    c.set_registered_model_alias(model, alias, target)
+            except MlflowException:
+                pass
+        raise ChampionMoveError(f"moving {alias} to {name} v{version} failed ({exc}); the previous aliases were "
+                                "put back") from exc
+    return [moved[-1], *moved[:-1]]
+
+
+def _task_model_of(c: MlflowClient, name: str, version: str, task_name: str) -> str | None:
+    found = c.search_model_versions(f"name = '{task_name}'")
+    mine = [v for v in found if (v.tags or {}).get(BASE_VERSION) == str(version) and (v.tags or {}).get(BASE_NAME) == name]
+    return str(max(mine, key=lambda v: int(v.version)).version) if mine else None
+
+
+def _alias_target(c: MlflowClient, model: str, alias: str) -> str | None:
+    try:
+        return str(c.get_model_version_by_alias(model, alias).version)
+    except MlflowException:
+        return None

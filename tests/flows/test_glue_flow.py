@@ -7,6 +7,7 @@ promoting, then refusing a worse candidate, an incomplete evaluation and a diffe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from tasks.glue.metrics import glue_score
 from tasks.registry.core import log_and_register
-from tasks.registry.evaluations import read_eval_record, set_eval_status, write_eval_record
+from tasks.registry.evaluations import read_eval_record, set_eval_status
 from tests.unit._registry_helpers import tiny_bert
 
 pytestmark = pytest.mark.ray
@@ -75,6 +76,8 @@ def setup(tmp_path_factory):
     spec = yaml.safe_load(open("data_specs/glue/tiny_cpu.yaml"))
     spec["scaling"] = {"num_workers": 1, "cpus_per_worker": 1.0, "storage_path": str(root / "runs"), "max_failures": 0}
     spec["mlflow"] = {"tracking_uri": uri}
+    spec["tasks"] = ["rte", "stsb"]  # the whole task set of this spec: the evaluation below is not a subset
+    spec["gate"] = {"margin": 0.0, "floor": False}  # a tiny BERT on 16 dev rows: the floor is tested on its own
     (root / "glue.yaml").write_text(yaml.safe_dump(spec))
     return {"root": root, "uri": uri, "glue_dir": write_glue_dir(root / "glue"), "spec": root / "glue.yaml",
             "curated": curated}
@@ -148,54 +151,103 @@ def test_task_models_load_by_alias_in_a_fresh_process(setup, evaluated):
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-3000:]
 
 
+def _record_for_v2(uri: str, base, *, results=None, status: str = "complete", tasks=None, full: bool = True,
+                   n_eval: int | None = None) -> None:
+    """An evaluation run of tiny-bert v2, made from v1's real record and predictions (scores changed)."""
+    from tasks.registry.evaluations import load_predictions, store_record
+
+    c = MlflowClient(uri)
+    run = c.create_run(c.get_experiment_by_name("lmpipe-glue").experiment_id, run_name="glue-tiny-bert-v2")
+    tasks = tuple(tasks or base.tasks)
+    set_eval_status("tiny-bert", "2", "running", uri, run_id=run.info.run_id, tasks=list(tasks))
+    if status != "complete":
+        set_eval_status("tiny-bert", "2", status, uri, run_id=run.info.run_id)
+        return
+    results = {k: v for k, v in (results or base.results).items() if any(k.startswith(t) for t in tasks)}
+    per_task = {t: base.setup.per_task[t] for t in tasks}
+    if n_eval is not None:
+        per_task["rte"] = dataclasses.replace(per_task["rte"], n_eval={"rte": n_eval})
+    setup = dataclasses.replace(base.setup, tasks=tasks, per_task=per_task, full=full)
+    record = dataclasses.replace(base, version="2", run_id=run.info.run_id, results=results, tasks=tasks, setup=setup)
+    preds = load_predictions(base.run_id, list(results), uri)
+    store_record(record, {k: (preds[k][0].tolist(), {42: preds[k][1][0].tolist()}) for k in results},
+                 glue_score(results), uri)
+
+
 def test_gate_promotes_then_refuses(setup, evaluated):
+    from tasks.registry.evaluations import BASE_NAME, BASE_VERSION, list_records
+
     uri, runner = setup["uri"], CliRunner()
     client = MlflowClient(uri)
-    first = runner.invoke(app, ["promote", "tiny-bert", "--spec", str(setup["spec"])])
+    promote = ["promote", "tiny-bert", "--spec", str(setup["spec"])]
+    first = runner.invoke(app, promote)
     assert first.exit_code == 0 and "promoted" in first.output, first.output
-    assert str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "1"
-    assert str(client.get_model_version_by_alias("tiny-bert-glue-rte", "champion").version) == "1"
-    assert str(client.get_model_version_by_alias("tiny-bert-glue-stsb", "champion").version) == "1"
+    for model in ("tiny-bert", "tiny-bert-glue-rte", "tiny-bert-glue-stsb"):
+        assert str(client.get_model_version_by_alias(model, "champion").version) == "1"
 
-    # v2 becomes the candidate with a complete but worse evaluation on the same tasks: refused.
-    champion = read_eval_record("tiny-bert", "champion", uri)
-    worse = {k: {m: v - 0.2 for m, v in r.items()} for k, r in champion.results.items()}
+    (v1,) = list_records("tiny-bert", "1", uri)
     client.set_registered_model_alias("tiny-bert", "candidate", "2")
-    write_eval_record("tiny-bert", "2", ["rte", "stsb"], worse, glue_score(worse), "run", uri)
-    refused = runner.invoke(app, ["promote", "tiny-bert", "--margin", "0", "--spec", str(setup["spec"])])
-    assert "refused" in refused.output and str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "1"
+    better = {k: {m: min(1.0, v + 0.3) for m, v in r.items()} for k, r in v1.results.items()}
+    worse = {k: {m: v - 0.2 for m, v in r.items()} for k, r in v1.results.items()}
+    reasons = []
+
+    def refused(*extra):
+        out = runner.invoke(app, [*promote, *extra])
+        assert "refused" in out.output, out.output
+        assert str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "1"
+        reasons.append(out.output)
+
+    _record_for_v2(uri, v1, results=better, status="failed")  # better on paper, but the evaluation failed
+    refused()
+    _record_for_v2(uri, v1, results=better, tasks=["rte"], full=False)  # `--tasks rte`: a subset
+    refused()
+    _record_for_v2(uri, v1, results=better, n_eval=8)  # scored on other dev rows than the champion
+    refused()
+    _record_for_v2(uri, v1, results=worse)  # complete, alike, worse
+    refused("--margin", "0")
     assert client.get_model_version("tiny-bert", "2").tags["lmpipe.gate.decision"] == "refused"
+    _record_for_v2(uri, v1, results=better)  # better, but v2 has no task models: nothing moves
+    refused()
 
-    # Better scores, but an evaluation that failed half-way: refused.
-    better = {k: {m: min(1.0, v + 0.3) for m, v in r.items()} for k, r in champion.results.items()}
-    write_eval_record("tiny-bert", "2", ["rte", "stsb"], better, glue_score(better), "run", uri)
-    set_eval_status("tiny-bert", "2", "failed", uri)
-    refused = runner.invoke(app, ["promote", "tiny-bert", "--spec", str(setup["spec"])])
-    assert "refused" in refused.output and str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "1"
-
-    # Better, but missing a task the gate compares on: refused.
-    write_eval_record("tiny-bert", "2", ["rte"], {"rte": better["rte"]}, glue_score({"rte": better["rte"]}), "run", uri)
-    refused = runner.invoke(app, ["promote", "tiny-bert", "--tasks", "rte,stsb", "--spec", str(setup["spec"])])
-    assert "refused" in refused.output and str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "1"
-
-    # Better, on a task set the champion was never scored on (cola too): refused, not compared.
-    wider = {**better, "cola": {"matthews_correlation": 0.9}}
-    write_eval_record("tiny-bert", "2", ["rte", "stsb", "cola"], wider, glue_score(wider), "run", uri)
-    refused = runner.invoke(app, ["promote", "tiny-bert", "--spec", str(setup["spec"])])
-    assert "refused" in refused.output and str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "1"
-
-    # Complete and better on the same tasks: promoted, and the decision is recorded as a run.
-    write_eval_record("tiny-bert", "2", ["rte", "stsb"], better, glue_score(better), "run", uri)
-    promoted = runner.invoke(app, ["promote", "tiny-bert", "--spec", str(setup["spec"])])
-    assert "promoted" in promoted.output and str(client.get_model_version_by_alias("tiny-bert", "champion").version) == "2"
+    # v2's task models exist: champion moves for all three, together.
+    for task in ("rte", "stsb"):
+        src = client.get_model_version(f"tiny-bert-glue-{task}", "1")
+        client.create_model_version(f"tiny-bert-glue-{task}", src.source, run_id=src.run_id,
+                                    tags={BASE_NAME: "tiny-bert", BASE_VERSION: "2", "lmpipe.glue.task": task})
+    promoted = runner.invoke(app, promote)
+    assert "promoted" in promoted.output, promoted.output
+    for model in ("tiny-bert", "tiny-bert-glue-rte", "tiny-bert-glue-stsb"):
+        assert str(client.get_model_version_by_alias(model, "champion").version) == "2"
     exp = client.get_experiment_by_name("lmpipe-glue")
     runs = client.search_runs([exp.experiment_id], "tags.`lmpipe.gate.model` = 'tiny-bert'",
                               order_by=["attributes.start_time ASC"])
-    assert [r.data.tags["lmpipe.gate.promoted"] for r in runs] == ["true", "false", "false", "false", "false", "true"]
-    assert "no results for stsb" in runs[3].data.tags["lmpipe.gate.reason"]
-    assert "cola" in runs[4].data.tags["lmpipe.gate.reason"]
+    assert [r.data.tags["lmpipe.gate.promoted"] for r in runs] == ["true"] + ["false"] * 5 + ["true"]
+    why = [r.data.tags["lmpipe.gate.reason"] for r in runs]
+    assert "'failed', not complete" in why[1]
+    assert "subset" in why[2]
+    assert "not evaluated alike (rte: n_eval['rte'] is 8 on the candidate but 16 on the champion)" in why[3]
+    assert "lmpipe glue models:/tiny-bert/1 --tasks stsb,rte --spec" in why[3]  # TASK_NAMES order
+    assert "gain of -" in why[4]
+    assert "has no version fine-tuned from tiny-bert v2; nothing moved" in why[5]
     assert all(len(r.data.tags["lmpipe.prefect_flow_run_id"]) == 36 for r in runs)  # a real flow run id
-    assert runs[5].data.metrics["candidate_score"] > runs[5].data.metrics["champion_score"]
+    assert runs[6].data.metrics["candidate_score"] > runs[6].data.metrics["champion_score"]
+    # Every evaluation of v2 is kept, the failed one included; v1's single record was never touched.
+    assert [r.status for r in list_records("tiny-bert", "2", uri)] == ["complete"] * 4 + ["failed"]
+    assert list_records("tiny-bert", "1", uri) == [v1]
+
+
+def test_the_floor_refuses_a_model_worse_than_a_constant_guess(setup, evaluated):
+    """With the gate's default floor, a record below the majority class is refused, even as the first champion."""
+    from tasks.glue.gate import decide
+    from tasks.registry.evaluations import list_records
+
+    (v1,) = list_records("tiny-bert", "1", setup["uri"])
+    assert v1.baselines["rte"] == {"accuracy": 0.5}  # RTE's 16 dev rows alternate labels: the majority is 50%
+    below = dataclasses.replace(v1, results={**v1.results, "rte": {"accuracy": 0.4375}})
+    d = decide(below, None, margin=0.0, tasks=["rte"])
+    assert not d.promote and "does not beat the trivial baseline on rte" in d.reason
+    above = dataclasses.replace(v1, results={**v1.results, "rte": {"accuracy": 0.5625}})
+    assert decide(above, None, margin=0.0, tasks=["rte"]).promote
 
 
 def test_bad_model_and_task_are_clear_errors(setup):

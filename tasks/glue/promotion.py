@@ -1,0 +1,108 @@
+"""The promotion gate against the registry: find the records to compare, bootstrap them, decide, move `champion`.
+
+    outcome = run_gate("sample-bert", version="3", gate=spec.gate, tracking_uri=uri)
+
+The candidate is the version given (the one the pipeline's GLUE stage evaluated), else `@candidate`. Its
+record is its newest complete evaluation of the whole task set; the champion's is the newest complete one
+evaluated like the candidate (`tasks.glue.records.choose_record`). When both logged per-example predictions
+of the same dev rows, a paired bootstrap (`tasks.glue.bootstrap`) gives the intervals the gate reads; the
+trivial baseline is scored on the candidate's own dev rows. A promotion moves `champion` for the base model
+and every task model of that version, or for none (`tasks.registry.evaluations.move_champion`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from mlflow.exceptions import MlflowException
+
+from data_specs.glue import GateSpec
+from tasks.glue.baselines import trivial_predictions
+from tasks.glue.bootstrap import Bootstrap, paired_bootstrap
+from tasks.glue.gate import Decision, EvalRecord, decide
+from tasks.glue.protocol import first_difference
+from tasks.glue.records import choose_record
+from tasks.glue.tasks import parse_task_list, result_keys
+from tasks.registry.evaluations import (ChampionMoveError, client, list_records, load_predictions,
+                                        move_champion)
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    decision: Decision
+    candidate: EvalRecord | None
+    champion: EvalRecord | None
+    moved: list[str]
+
+
+def run_gate(name: str, *, gate: GateSpec, tracking_uri: str, version: str | None = None,
+             margin: float | None = None, tasks: list[str] | None = None) -> GateOutcome:
+    """Decide on `name` v`version` (default: `@candidate`) against `@champion`, and move the alias on a yes.
+
+    `margin`/`tasks` override the gate spec's (None keeps them)."""
+    c = client(tracking_uri)
+    version = version or _alias_version(c, name, "candidate")
+    wanted = parse_task_list(tasks) if tasks else (list(gate.tasks) if gate.tasks else None)
+    margin_value = margin if margin is not None else (None if gate.margin == "auto" else float(gate.margin))
+    candidate = _candidate_record(name, version, tracking_uri) if version else None
+    champion_version = _alias_version(c, name, "champion")
+    champion = None
+    if champion_version is not None:
+        records = list_records(name, champion_version, tracking_uri)
+        champion = choose_record(records, candidate, wanted or (candidate.tasks if candidate else ())) \
+            or EvalRecord(champion_version, "missing", (), {}, model=name)
+    evidence = _evidence(candidate, champion, wanted, gate, tracking_uri)
+    decision = decide(candidate, champion, margin=margin_value, tasks=wanted, require=gate.require,
+                      evidence=evidence, floor=gate.floor)
+    moved: list[str] = []
+    if decision.promote:
+        try:
+            moved = move_champion(name, candidate.version, list(candidate.tasks), tracking_uri)
+        except ChampionMoveError as exc:
+            decision = replace(decision, promote=False, reason=f"Not promoted: {exc}.")
+    return GateOutcome(decision, candidate, champion, moved)
+
+
+def _candidate_record(name: str, version: str, tracking_uri: str) -> EvalRecord | None:
+    """The version's newest complete evaluation of its spec's whole task set, else its newest record."""
+    records = list_records(name, version, tracking_uri)
+    for r in records:
+        if r.status == "complete" and r.setup is not None and r.setup.full:
+            return r
+    return records[0] if records else None
+
+
+def _evidence(candidate: EvalRecord | None, champion: EvalRecord | None, wanted: list[str] | None,
+              gate: GateSpec, tracking_uri: str) -> Bootstrap | None:
+    """The paired bootstrap of candidate, baseline and (when evaluated alike) champion; None without files."""
+    if candidate is None or candidate.status != "complete" or candidate.run_id is None:
+        return None
+    tasks = wanted or (list(champion.tasks) if champion is not None and champion.status == "complete" and
+                       champion.tasks else list(candidate.tasks))
+    keys = [k for t in tasks for k in result_keys(t)]
+    if any(k not in candidate.results for k in keys):
+        return None
+    try:
+        mine = load_predictions(candidate.run_id, keys, tracking_uri)
+    except (MlflowException, OSError, ValueError):
+        return None
+    labels = {k: mine[k][0] for k in keys}
+    systems = {"candidate": {k: mine[k][1] for k in keys},
+               "baseline": {k: trivial_predictions(k, labels[k]) for k in keys}}
+    if (champion is not None and champion.status == "complete" and champion.run_id and champion.setup is not None
+            and candidate.setup is not None and first_difference(candidate.setup, champion.setup, tasks) is None):
+        try:
+            theirs = load_predictions(champion.run_id, keys, tracking_uri)
+            if all(np.array_equal(theirs[k][0], labels[k]) for k in keys):  # the same rows, in the same order
+                systems["champion"] = {k: theirs[k][1] for k in keys}
+        except (MlflowException, OSError, ValueError):
+            pass
+    return paired_bootstrap(labels, systems, n_resamples=gate.bootstrap_resamples, seed=gate.bootstrap_seed)
+
+
+def _alias_version(c, name: str, alias: str) -> str | None:
+    try:
+        return str(c.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
