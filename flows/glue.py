@@ -312,10 +312,9 @@ def _finish_evaluation(model: str, base: Any, spec: GlueSpec, spec_path: str | N
                        logger: Any) -> dict[str, Any]:
     """Everything after training: the GLUE score, contamination, the report, and the evaluation record."""
     from tasks.glue.gate import EvalRecord
-    from tasks.glue.metrics import glue_score, task_score
+    from tasks.glue.metrics import glue_score, per_task_scores
     from tasks.glue.protocol import EvalSetup
-    from tasks.glue.tasks import result_keys
-    from tasks.registry.evaluations import store_record
+    from tasks.registry.evaluations import log_record_files, store_record
 
     results = {k: v for t in task_names for k, v in per_task[t]["results"].items()}
     scores_only = {k: {m: v for m, v in r.items() if m not in ("n_train", "n_eval")} for k, r in results.items()}
@@ -354,20 +353,14 @@ def _finish_evaluation(model: str, base: Any, spec: GlueSpec, spec_path: str | N
     record = EvalRecord(
         version=base.version or "local", status="complete", tasks=tuple(task_names), results=scores_only,
         setup=setup, baselines={k: v for t in task_names for k, v in per_task[t]["baselines"].items()},
-        seed_scores={t: [sum(task_score(scores_only[k]) for k in result_keys(t)) / len(result_keys(t))]
-                     for t in task_names},
+        seed_scores={t: [v] for t, v in per_task_scores(scores_only).items()},  # one seed per task today
         model=base.name, run_id=parent_id)
     predictions = {k: v for t in task_names for k, v in per_task[t]["predictions"].items()}
     if base.version:
         store_record(record, predictions, score, tracking_uri)
         c.set_model_version_tag(base.name, base.version, "glue_score", f"{score:.4f}")
     else:  # a local folder: the record and predictions still land on the run, for the report and the user
-        from tasks.glue.records import PREDICTIONS_DIR, RECORD_FILE, predictions_csv, record_to_json
-
-        for key, (labels, by_seed) in predictions.items():
-            c.log_text(parent_id, predictions_csv(labels, by_seed), f"{PREDICTIONS_DIR}/{key}.csv")
-        c.log_dict(parent_id, record_to_json(record, score), RECORD_FILE)
-    summary["full"] = setup.full
+        log_record_files(c, record, predictions, score)
     return summary
 
 

@@ -38,7 +38,7 @@ from typing import Literal
 import numpy as np
 
 from tasks.glue.bootstrap import Bootstrap
-from tasks.glue.metrics import glue_score, per_task_scores, task_score
+from tasks.glue.metrics import glue_score, per_task_scores
 from tasks.glue.protocol import EvalSetup, first_difference
 from tasks.glue.tasks import TASK_NAMES, parse_task_list, result_keys
 
@@ -280,5 +280,3 @@ def _pts(score: float) -> str:
     """A fraction as GLUE points (percent), the way scores are published: 0.7842 -> "78.42"."""
     return f"{score * 100:.2f}"
 
-
-__all__ = ["Decision", "EvalRecord", "decide", "task_score"]

@@ -121,17 +121,23 @@ def store_record(record: EvalRecord, predictions: dict[str, tuple[list, dict[int
     its status tag, last: a record is found complete only once its files are there. A complete evaluation of
     the spec's whole task set also becomes the version's summary tags (what the UI and `read_eval_record`
     show)."""
-    from tasks.glue.records import PREDICTIONS_DIR, RECORD_FILE, predictions_csv, record_to_json
-
     c = client(tracking_uri)
-    for key, (labels, by_seed) in predictions.items():
-        c.log_text(record.run_id, predictions_csv(labels, by_seed), f"{PREDICTIONS_DIR}/{key}.csv")
-    c.log_dict(record.run_id, record_to_json(record, glue_score), RECORD_FILE)
+    log_record_files(c, record, predictions, glue_score)
     c.set_tag(record.run_id, EVAL_STATUS, record.status)
     c.set_model_version_tag(record.model, record.version, LAST_STATUS, record.status)
     if record.status == "complete" and record.setup is not None and record.setup.full and glue_score is not None:
         write_eval_record(record.model, record.version, list(record.tasks), record.results, glue_score,
                           record.run_id, tracking_uri)
+
+
+def log_record_files(c: MlflowClient, record: EvalRecord, predictions: dict[str, tuple[list, dict[int, list]]],
+                     glue_score: float | None) -> None:
+    """`predictions/<key>.csv` and `evaluation.json` on the record's run."""
+    from tasks.glue.records import PREDICTIONS_DIR, RECORD_FILE, predictions_csv, record_to_json
+
+    for key, (labels, by_seed) in predictions.items():
+        c.log_text(record.run_id, predictions_csv(labels, by_seed), f"{PREDICTIONS_DIR}/{key}.csv")
+    c.log_dict(record.run_id, record_to_json(record, glue_score), RECORD_FILE)
 
 
 def list_records(name: str, version: str, tracking_uri: str) -> list[EvalRecord]:
@@ -242,19 +248,12 @@ def move_champion(name: str, version: str, tasks: list[str], tracking_uri: str, 
     moved: list[str] = []
     try:
         for model, target in plan.items():
-            if target is None:
-                c.delete_registered_model_alias(model, alias)
-                moved.append(f"{model}: alias removed (no model of v{version})")
-            else:
-                c.set_registered_model_alias(model, alias, target)
-                moved.append(f"{model} v{target}")
+            _point_alias(c, model, alias, target)
+            moved.append(f"{model} v{target}" if target else f"{model}: alias removed (no model of v{version})")
     except Exception as exc:
         for model, target in previous.items():
             try:
-                if target is None:
-                    c.delete_registered_model_alias(model, alias)
-                else:
-                    c.set_registered_model_alias(model, alias, target)
+                _point_alias(c, model, alias, target)
             except MlflowException:
                 pass
         raise ChampionMoveError(f"moving {alias} to {name} v{version} failed ({exc}); the previous aliases were "
@@ -266,6 +265,14 @@ def _task_model_of(c: MlflowClient, name: str, version: str, task_name: str) -> 
     found = c.search_model_versions(f"name = '{task_name}'")
     mine = [v for v in found if (v.tags or {}).get(BASE_VERSION) == str(version) and (v.tags or {}).get(BASE_NAME) == name]
     return str(max(mine, key=lambda v: int(v.version)).version) if mine else None
+
+
+def _point_alias(c: MlflowClient, model: str, alias: str, target: str | None) -> None:
+    """Point `alias` of `model` at version `target`; None removes the alias."""
+    if target is None:
+        c.delete_registered_model_alias(model, alias)
+    else:
+        c.set_registered_model_alias(model, alias, target)
 
 
 def _alias_target(c: MlflowClient, model: str, alias: str) -> str | None:
