@@ -129,6 +129,10 @@ class GlueSpec(StrictModel):
     version: int = Field(1, ge=1, description="Bump when the recipe's behaviour changes.")
     tasks: list[GlueTaskName] = Field(default_factory=lambda: list(ALL_TASKS), description="Tasks to run, in order.")
     defaults: FinetuneSpec = Field(default_factory=FinetuneSpec, description="Hyperparameters of every task.")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="Fine-tune every task once per seed and report the mean and spread (the "
+        "BERT paper's restarts); the first seed's model is registered. null = the one `seed` of each task."
+    )
     overrides: dict[GlueTaskName, FinetuneOverride] = Field(
         default_factory=dict, description="Per-task changes to `defaults` (e.g. mrpc: {epochs: 5})."
     )
@@ -147,11 +151,27 @@ class GlueSpec(StrictModel):
             raise ValueError(f"tasks repeats a task: {value}")
         return value
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"seeds repeats a seed: {value}")
+        return value
+
     @model_validator(mode="after")
     def _overrides_apply(self) -> GlueSpec:
-        for task in self.overrides:
+        for task, override in self.overrides.items():
             self.for_task(task)  # the merged values must validate too
+            if self.seeds is not None and override.seed is not None:
+                raise ValueError(f"overrides.{task}.seed and seeds both set: with `seeds`, every task runs each "
+                                 "seed; drop the per-task seed")
         return self
+
+    def seeds_for(self, task: str, seed_flag: int | None = None) -> list[int]:
+        """The seeds `task` is fine-tuned with: a command-line `--seed` alone, else `seeds`, else its one seed."""
+        if seed_flag is not None:
+            return [int(seed_flag)]
+        return list(self.seeds) if self.seeds is not None else [self.for_task(task).seed]
 
     def for_task(self, task: str, **flags: object) -> FinetuneSpec:
         """The hyperparameters of `task`: defaults, then the spec's override, then non-None `flags`."""

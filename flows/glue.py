@@ -60,114 +60,106 @@ def _model_fingerprint(hf_dir: str) -> str:
 
 @task(cache_policy=NO_CACHE, task_run_name="glue-{task_name}")
 def finetune_glue_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, parent_run_id: str,
-                       experiment_id: str, tracking_uri: str, lineage: dict[str, str]) -> dict[str, Any]:
-    """One task end to end: data → encode → Ray Train fine-tuning → metrics → nested MLflow run → registry."""
-    from transformers import AutoConfig, AutoTokenizer
+                       experiment_id: str, tracking_uri: str, lineage: dict[str, str],
+                       seeds: list[int] | None = None) -> dict[str, Any]:
+    """One task end to end (`tasks.glue.job`): data → encode → a Ray Train job per seed (a finished one reused)
+    → metrics over the seeds → nested MLflow run with the data lineage and every seed's predictions."""
+    from mlflow.entities import Param
 
-    from cluster.train.finetune import encode, model_context
+    from cluster.train.finetune import encode
     from cluster.train.ray_entry import run_finetuning
-    from tasks.glue.data import load_glue_split
-    from tasks.glue.metrics import compute_metrics
+    from tasks.glue import job
+    from tasks.glue.protocol import TaskSetup, protocol_of
+    from tasks.glue.records import PREDICTIONS_DIR, predictions_csv
     from tasks.glue.tasks import TASKS, result_key
-    from tasks.pretrain.core import JobState, job_dir, new_run_name, read_job_state, write_job_state
     from tasks.registry.evaluations import client, task_model_name
 
     logger = get_run_logger()
     glue_task = TASKS[task_name]
-    train = load_glue_split(task_name, "train", spec.data.dir, hub_repo=spec.data.hub_repo)
-    if hp.max_train_examples:
-        train = train.head(hp.max_train_examples)
-    evals = {}
-    for split in glue_task.eval_splits:
-        ex = load_glue_split(task_name, split, spec.data.dir, hub_repo=spec.data.hub_repo)
-        evals[split] = ex.head(hp.max_eval_examples) if hp.max_eval_examples else ex
-
-    tokenizer = AutoTokenizer.from_pretrained(base.hf_dir)
-    if tokenizer.pad_token is None:  # GPT-style tokenizers: pad with eos (the model ignores padded positions)
-        tokenizer.pad_token = tokenizer.eos_token
-    context = model_context(AutoConfig.from_pretrained(base.hf_dir)) or hp.max_length
-    max_length = min(hp.max_length, context)
-    if max_length < hp.max_length:
-        logger.warning("%s: max_length %d exceeds the model's %d positions; using %d", task_name, hp.max_length,
-                       context, max_length)
+    seeds = seeds or [hp.seed]
+    data = job.load_task_data(task_name, hp, spec)
+    tokenizer, max_length, tokenizer_dir = job.prepare_tokenizer(base.hf_dir, hp.max_length)
     regression = glue_task.is_regression
-    train_enc = encode(tokenizer, train.texts, train.labels, max_length, regression)
-    eval_enc = {s: encode(tokenizer, ex.texts, ex.labels, max_length, regression) for s, ex in evals.items()}
-    tokenizer_dir = tempfile.mkdtemp(prefix=f"lmpipe-glue-tok-{task_name}-")
-    tokenizer.save_pretrained(tokenizer_dir)  # with the pad token set above
+    train_enc = encode(tokenizer, data.train.texts, data.train.labels, max_length, regression)
+    eval_enc = {s: encode(tokenizer, ex.texts, ex.labels, max_length, regression) for s, ex in data.evals.items()}
 
-    data_tags = {f"lmpipe.data.{split}.path": ex.source for split, ex in [("train", train), *evals.items()]}
-    data_tags |= {f"lmpipe.data.{split}.sha256": ex.sha256 or "hub" for split, ex in [("train", train), *evals.items()]}
+    identities = data.identities()
+    data_tags = {f"lmpipe.data.{split}.path": ex.source for split, ex in [("train", data.train), *data.evals.items()]}
+    data_tags |= {f"lmpipe.data.{split}.sha256": ex.sha256 or "hub"
+                  for split, ex in [("train", data.train), *data.evals.items()]}
     c = client(tracking_uri)
-    run = c.create_run(experiment_id, run_name=task_model_name(base.name, task_name), tags={
-        "mlflow.parentRunId": parent_run_id, "lmpipe.glue.task": task_name, **lineage, **data_tags})
-    run_id = run.info.run_id
-    from mlflow.entities import Param
-
+    run_id = c.create_run(experiment_id, run_name=task_model_name(base.name, task_name), tags={
+        "mlflow.parentRunId": parent_run_id, "lmpipe.glue.task": task_name, **lineage, **data_tags}).info.run_id
     params = {**{k: str(v) for k, v in hp.model_dump().items()}, "max_length_used": str(max_length),
-              "n_train": str(len(train)), "num_workers": str(spec.scaling.num_workers)}
+              "n_train": str(len(data.train)), "num_workers": str(spec.scaling.num_workers),
+              "seeds": ",".join(map(str, seeds))}
     c.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
 
-    # Resume an unfinished job of the same model, task, data and hyperparameters; otherwise a new run name.
-    job_fp = fingerprint({"model": lineage.get("lmpipe.base_model_fingerprint"), "task": task_name,
-                          "hp": hp.model_dump(), "data": data_tags}, 12)
     storage = _storage(spec)
-    jobs = job_dir(storage, f"{base.name}-{task_name}", job_fp)
-    previous = read_job_state(jobs)
-    resume = previous is not None and previous.status == "running"
-    run_name = previous.run_name if resume else new_run_name(f"{base.name}-{task_name}", job_fp)
-    write_job_state(jobs, JobState(run_name=run_name, status="running", mlflow_run_id=run_id))
+    jobs_root = os.path.join(storage, "jobs", f"{base.name}-{task_name}")
+    eval_fp = job.eval_fingerprint(data, max_length)
     fail_at = os.environ.get("LMPIPE_TEST_FAIL_AT_STEP")  # test hook: one worker dies after a checkpoint
+    outcomes = []
     try:
-        outcome = run_finetuning(
-            model_dir=base.hf_dir, tokenizer_dir=tokenizer_dir, train=train_enc, evals=eval_enc,
-            label_names=list(glue_task.label_names), spec=hp, scaling=spec.scaling, run_name=run_name,
-            storage_path=storage, mlflow_run_id=run_id, mlflow_tracking_uri=tracking_uri,
-            fail_once_at_step=int(fail_at) if fail_at else None,
-        )
+        for seed in seeds:
+            seed_hp = hp.model_copy(update={"seed": seed})
+            # One seed: its training curves on the task run; several: a child run per seed.
+            train_run = run_id if len(seeds) == 1 else c.create_run(experiment_id, run_name=f"{task_name}-seed{seed}",
+                                                                    tags={"mlflow.parentRunId": run_id}).info.run_id
+
+            def train(run_name: str, seed_hp: FinetuneSpec = seed_hp, train_run: str = train_run):
+                return run_finetuning(
+                    model_dir=base.hf_dir, tokenizer_dir=tokenizer_dir, train=train_enc, evals=eval_enc,
+                    label_names=list(glue_task.label_names), spec=seed_hp, scaling=spec.scaling, run_name=run_name,
+                    storage_path=storage, mlflow_run_id=train_run, mlflow_tracking_uri=tracking_uri,
+                    fail_once_at_step=int(fail_at) if fail_at else None)
+
+            outcome = job.run_seed(
+                task_name=task_name, seed=seed, hp=seed_hp, eval_fp=eval_fp, jobs_root=jobs_root, storage=storage,
+                job_fp=job.training_fingerprint(lineage.get("lmpipe.base_model_fingerprint"), task_name, seed_hp,
+                                                max_length, identities["train"], len(data.train)),
+                train_fn=train,
+                predict_fn=lambda model_dir: job.predict_saved_model(model_dir, eval_enc, hp.eval_batch_size,
+                                                                     regression))
+            outcomes.append(outcome)
+            if train_run != run_id:
+                c.set_terminated(train_run, status="FINISHED")
     except BaseException:
         c.set_terminated(run_id, status="FAILED")
         raise
-    write_job_state(jobs, JobState(run_name=run_name, status="finished", mlflow_run_id=run_id))
 
-    from tasks.glue.baselines import trivial_metrics
-    from tasks.glue.protocol import TaskSetup, protocol_of
-    from tasks.glue.records import PREDICTIONS_DIR, predictions_csv
-
-    results: dict[str, dict[str, Any]] = {}
-    baselines: dict[str, dict[str, float]] = {}
-    predictions: dict[str, Any] = {}
-    for split, ex in evals.items():
-        preds = [float(v) for v in outcome.predictions[split]]
-        metrics = compute_metrics(task_name, preds, ex.labels)
-        key = result_key(task_name, split)
-        results[key] = {**metrics, "n_train": len(train), "n_eval": len(ex)}
-        baselines[key] = trivial_metrics(key, ex.labels)
-        predictions[key] = (list(ex.labels), {hp.seed: preds})
+    scores = job.score_seeds(task_name, data, outcomes)
+    for key, metrics in scores.results.items():
         for metric, value in metrics.items():
-            c.log_metric(run_id, f"{key}_{metric}" if key != task_name else metric, value)
+            if metric not in ("n_train", "n_eval"):
+                c.log_metric(run_id, f"{key}_{metric}" if key != task_name else metric, value)
+                if len(seeds) > 1:
+                    c.log_metric(run_id, f"{key}_{metric}_std", scores.spread[key][metric])
         # Saved as soon as scored: a failure later in the flow loses none of this task's outputs.
-        c.log_text(run_id, predictions_csv(*predictions[key]), f"{PREDICTIONS_DIR}/{key}.csv")
-    setup = TaskSetup(
-        data={split: (f"sha256:{ex.sha256}" if ex.sha256 else f"hub:{ex.source}") for split, ex in
-              [("train", train), *evals.items()]},
-        n_train=len(train), n_eval={result_key(task_name, s): len(ex) for s, ex in evals.items()},
-        protocol=protocol_of(hp.model_dump(), max_length_used=max_length, seeds=[hp.seed]))
-    for k, v in outcome.metrics.items():
+        c.log_text(run_id, predictions_csv(*scores.predictions[key]), f"{PREDICTIONS_DIR}/{key}.csv")
+    reused = [o.seed for o in outcomes if o.reused]
+    c.set_tag(run_id, "lmpipe.glue.reused_seeds", ",".join(map(str, reused)) or "none")
+    setup = TaskSetup(data=identities, n_train=len(data.train),
+                      n_eval={result_key(task_name, s): len(ex) for s, ex in data.evals.items()},
+                      protocol=protocol_of(hp.model_dump(), max_length_used=max_length, seeds=seeds))
+    first = outcomes[0]
+    for k, v in first.metrics.items():
         if isinstance(v, (int, float)) and k != "first_step_at":
             c.log_metric(run_id, f"final_{k}", float(v))
-    logger.info("%s: %s", task_name, results)
+    logger.info("%s: %s%s", task_name, scores.results, f" (reused the finished jobs of seeds {reused})" if reused else "")
     # The run stays open: the model is registered (and the run finished) only once every task has succeeded.
-    return {"results": results, "baselines": baselines, "predictions": predictions, "setup": setup,
-            "model_dir": outcome.model_dir, "run_id": run_id,
-            "final_step": outcome.final_step, "resumed_from_step": outcome.resumed_from_step,
-            "examples_per_s": outcome.metrics.get("examples_per_s"), "first_step_at": outcome.metrics.get("first_step_at")}
+    return {"results": scores.results, "spread": scores.spread, "baselines": scores.baselines,
+            "predictions": scores.predictions, "seed_scores": scores.seed_scores, "setup": setup,
+            "model_dir": first.model_dir, "run_id": run_id, "max_length": max_length, "reused_seeds": reused,
+            "final_step": first.final_step, "resumed_from_step": first.resumed_from_step,
+            "examples_per_s": first.metrics.get("examples_per_s"), "first_step_at": first.metrics.get("first_step_at")}
 
 
 @task(cache_policy=NO_CACHE, task_run_name="register-glue-{task_name}")
 def register_glue_model_task(task_name: str, base: Any, model_dir: str, run_id: str, tracking_uri: str,
-                             lineage: dict[str, str]) -> dict[str, str]:
-    """Register `<base>-glue-<task>` with the alias `candidate` and finish the task's MLflow run."""
+                             lineage: dict[str, str], max_length: int | None = None) -> dict[str, str]:
+    """Register `<base>-glue-<task>` with the alias `candidate` and finish the task's MLflow run; serving cuts
+    inputs at the `max_length` the model was fine-tuned and scored with."""
     from tasks.glue.tasks import TASKS
     from tasks.registry.core import log_and_register_classifier
     from tasks.registry.evaluations import BASE_NAME, BASE_VERSION, client, task_model_name
@@ -176,7 +168,7 @@ def register_glue_model_task(task_name: str, base: Any, model_dir: str, run_id: 
     registered = log_and_register_classifier(
         model_dir, registered_model=task_model_name(base.name, task_name), run_id=run_id,
         tracking_uri=tracking_uri, glue_task=task_name, text_columns=list(glue_task.text_columns),
-        label_names=list(glue_task.label_names),
+        label_names=list(glue_task.label_names), max_length=max_length,
         tags={**lineage, BASE_NAME: base.name, BASE_VERSION: base.version or "local", "lmpipe.glue.task": task_name},
         alias=CANDIDATE,
     )
@@ -285,10 +277,11 @@ def glue(
     per_task: dict[str, Any] = {}
     try:
         for t in task_names:
-            per_task[t] = finetune_glue_task(t, base, hps[t], spec, parent_id, experiment_id, tracking_uri, lineage)
+            per_task[t] = finetune_glue_task(t, base, hps[t], spec, parent_id, experiment_id, tracking_uri, lineage,
+                                             seeds=spec.seeds_for(t, (overrides or {}).get("seed")))
         for t in task_names:  # every task succeeded: now, and only now, the task models are registered
             reg = register_glue_model_task(t, base, per_task[t]["model_dir"], per_task[t]["run_id"], tracking_uri,
-                                           lineage)
+                                           lineage, max_length=per_task[t]["max_length"])
             per_task[t]["registered"] = reg["uri"]
         summary = _finish_evaluation(model, base, spec, spec_path, task_names, hps, per_task, champion, c, parent_id,
                                      tracking_uri, started, model_resolve_s, spec_fp, logger)
@@ -312,11 +305,14 @@ def _finish_evaluation(model: str, base: Any, spec: GlueSpec, spec_path: str | N
                        logger: Any) -> dict[str, Any]:
     """Everything after training: the GLUE score, contamination, the report, and the evaluation record."""
     from tasks.glue.gate import EvalRecord
-    from tasks.glue.metrics import glue_score, per_task_scores
+    from tasks.glue.metrics import glue_score
     from tasks.glue.protocol import EvalSetup
     from tasks.registry.evaluations import log_record_files, store_record
 
+    from tasks.common.faults import fault_point
+
     results = {k: v for t in task_names for k, v in per_task[t]["results"].items()}
+    fault_point("glue.finish", base.name)  # the fault suite: a crash after every task trained and registered
     scores_only = {k: {m: v for m, v in r.items() if m not in ("n_train", "n_eval")} for k, r in results.items()}
     score = glue_score(scores_only)
     for key, metrics in scores_only.items():
@@ -345,6 +341,9 @@ def _finish_evaluation(model: str, base: Any, spec: GlueSpec, spec_path: str | N
         "examples_per_s": {t: per_task[t]["examples_per_s"] for t in task_names},
         "startup_s_to_first_step": startup_s, "model_resolve_s": model_resolve_s, "first_step_at": first,
         "contamination": contamination,
+        "spread": {k: v for t in task_names for k, v in per_task[t]["spread"].items()},
+        "seeds": {t: per_task[t]["setup"].protocol["seeds"] for t in task_names},
+        "reused_seeds": {t: per_task[t]["reused_seeds"] for t in task_names},
     }
     _publish_report(summary, base, champion, contamination, c, parent_id)
     setup = EvalSetup(tasks=tuple(task_names), per_task={t: per_task[t]["setup"] for t in task_names},
@@ -353,7 +352,7 @@ def _finish_evaluation(model: str, base: Any, spec: GlueSpec, spec_path: str | N
     record = EvalRecord(
         version=base.version or "local", status="complete", tasks=tuple(task_names), results=scores_only,
         setup=setup, baselines={k: v for t in task_names for k, v in per_task[t]["baselines"].items()},
-        seed_scores={t: [v] for t, v in per_task_scores(scores_only).items()},  # one seed per task today
+        seed_scores={t: per_task[t]["seed_scores"] for t in task_names},
         model=base.name, run_id=parent_id)
     predictions = {k: v for t in task_names for k, v in per_task[t]["predictions"].items()}
     if base.version:
@@ -374,7 +373,7 @@ def write_metrics_json(summary: dict[str, Any], path: str) -> None:
     """{"model", "glue_score", "tasks": {key: {metric..., "n_train", "n_eval"}}, "timing": {...}}, atomically."""
     timing = {k: summary.get(k) for k in ("startup_s_to_first_step", "model_resolve_s", "first_step_at")}
     out = {"model": summary["model"], "glue_score": summary["glue_score"], "tasks": summary["tasks"],
-           "timing": timing}
+           "spread": summary.get("spread", {}), "reused_seeds": summary.get("reused_seeds", {}), "timing": timing}
     tmp = f"{path}.tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(tmp, "w", encoding="utf-8") as f:

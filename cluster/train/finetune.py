@@ -71,11 +71,14 @@ class EncodedSplit:
 
 def encode(tokenizer: Any, texts: tuple[list[str], ...], labels: Sequence, max_length: int,
            regression: bool) -> EncodedSplit:
-    """Tokenize single sentences or pairs (truncated longest-first to `max_length`) into an `EncodedSplit`."""
-    # Segment ids asked for explicitly: tokenizers-backed BERT tokenizers leave them out by default, and BERT
-    # pairs need them (all zeros, as for GPT-style tokenizers, means "none" below).
-    enc = tokenizer(*texts, truncation=True, max_length=max_length, padding=False,
-                    return_token_type_ids=len(texts) == 2)
+    """Tokenize single sentences or pairs (truncated longest-first to `max_length`) into an `EncodedSplit`.
+
+    The encoding is the served model's (`tasks.registry.glue_pyfunc.encode_rows`): BERT-style pairs with segment
+    ids, GPT-style pairs joined by eos without them.
+    """
+    from tasks.registry.glue_pyfunc import encode_rows
+
+    enc = encode_rows(tokenizer, texts, max_length)
     lengths = np.fromiter((len(r) for r in enc["input_ids"]), dtype=np.int64, count=len(enc["input_ids"]))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])

@@ -215,6 +215,7 @@ def log_and_register_classifier(
     tags: dict[str, str],
     alias: str = "candidate",
     input_example: pd.DataFrame | None = None,
+    max_length: int | None = None,
 ) -> RegisteredModel:
     """Log a fine-tuned GLUE model (`AutoModelForSequenceClassification` folder) as a `glue_pyfunc` LoggedModel
     in run `run_id`, register it, tag the version (task=text-classification, glue_task), set `alias`.
@@ -223,7 +224,8 @@ def log_and_register_classifier(
     `label_names` the names by label id, [] for regression (STS-B). They become the model config and the
     signature, so serving needs nothing from this project. The model's number of outputs must match.
     `input_example` (a DataFrame with the text columns) is run once by MLflow before registering; without
-    one, a sentence (or a paraphrase pair) is used. Like `log_and_register` otherwise.
+    one, a sentence (or a paraphrase pair) is used. `max_length` is the length the model was fine-tuned and
+    scored with: serving cuts inputs there too (None: the model's context). Like `log_and_register` otherwise.
     """
     from transformers import AutoConfig
 
@@ -240,7 +242,8 @@ def log_and_register_classifier(
     return _log_pyfunc_and_register(
         hf_path,
         python_model=glue_pyfunc.__file__,
-        model_config={"glue_task": glue_task, "text_columns": text_columns, "label_names": label_names},
+        model_config={"glue_task": glue_task, "text_columns": text_columns, "label_names": label_names,
+                      **({"max_length": int(max_length)} if max_length else {})},
         signature=signature,
         input_example=input_example,
         registered_model=registered_model,

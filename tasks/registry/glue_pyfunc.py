@@ -6,7 +6,8 @@ with `set_model(...)`. Nothing is pickled.
 
 Artifacts: "hf_model" = the save_pretrained folder of an `AutoModelForSequenceClassification` (BERT-style
 or GPT-2-style) and its tokenizer.
-Model config: {"glue_task": "sst2", "text_columns": ["sentence"], "label_names": ["negative", "positive"]};
+Model config: {"glue_task": "sst2", "text_columns": ["sentence"], "label_names": ["negative", "positive"],
+"max_length": 128};
 label_names [] means regression (STS-B: one output). Without label_names they come from config.json.
 
     m = mlflow.pyfunc.load_model("models:/glue-sst2@candidate")
@@ -15,15 +16,19 @@ label_names [] means regression (STS-B: one output). Without label_names they co
     m.predict(pd.DataFrame({"sentence1": ["a man plays"], "sentence2": ["a man is playing"]}))   # stsb
       -> DataFrame[score]                              (the predicted similarity, the model's raw output)
 
-Rows come back in the input order. Encoding is fine-tuning's (run_glue.py's): `tokenizer(first, second)` for
-pairs, with segment ids (token_type_ids) on pairs only, cut to the model's context (the smaller of the
-tokenizer's model_max_length and the position embeddings), the longer text first for pairs
-('longest_first'), so inputs of any length work. GPT-2 tokenizers ship no pad
-token: eos pads the batch (GPT-2 classifies from each row's last non-pad token, so padding is harmless).
+Rows come back in the input order. Encoding is fine-tuning's, through the one function both use
+(`encode_rows`, imported by cluster/train/finetune.py): a BERT-style pair is `tokenizer(first, second)` with
+segment ids; a GPT-style tokenizer (no separator token of its own) joins the pair as `first <eos> second`
+without segment ids (GPT-2 would add a learned embedding of token-type 1 to the second sentence otherwise).
+Rows are cut to the `max_length` the task was fine-tuned and scored with (model config "max_length"; without
+it, the model's context), the longer text first for pairs ('longest_first'), so inputs of any length work.
+GPT-2 tokenizers ship no pad token: eos pads the batch (GPT-2 classifies from each row's last non-pad token, so
+padding is harmless).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import mlflow
@@ -66,6 +71,52 @@ def max_tokens(config: Any, tokenizer: Any) -> int | None:
     return min(bounds, default=None)
 
 
+def pair_joiner(tokenizer: Any) -> int | None:
+    """The token id that joins a pair for a tokenizer without a pair template (GPT-style: no sep token): its
+    eos. None when the tokenizer builds pairs itself (BERT: `[CLS] a [SEP] b [SEP]` and segment ids)."""
+    if tokenizer.sep_token_id is not None:
+        return None
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has neither a sep nor an eos token to join a sentence pair with")
+    return int(tokenizer.eos_token_id)
+
+
+def longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
+    """Lengths the pair keeps under `budget` tokens, as `tokenizers`' 'longest_first' truncation keeps them: the
+    shorter side (the first, on a tie) keeps up to half the budget, the longer side the rest."""
+    if first + second <= budget:
+        return first, second
+    if first > second:
+        keep_second = min(second, budget // 2)
+        return min(first, budget - keep_second), keep_second
+    keep_first = min(first, budget // 2)
+    return keep_first, min(second, budget - keep_first)
+
+
+def encode_rows(tokenizer: Any, texts: Sequence[Sequence[str]], max_length: int | None) -> dict[str, list]:
+    """input_ids, attention_mask and (BERT-style pairs only) token_type_ids for one or two text columns, cut to
+    `max_length`: how fine-tuning encodes and how serving must, so both call this."""
+    pair = len(texts) == 2
+    joiner = pair_joiner(tokenizer) if pair else None
+    if joiner is None:
+        enc = tokenizer(*(list(t) for t in texts), truncation="longest_first" if max_length else False,
+                        max_length=max_length, return_token_type_ids=pair)
+        out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        types = enc.get("token_type_ids")
+        if pair and types and any(any(row) for row in types):  # all zeros (no segments) means: leave them out
+            out["token_type_ids"] = types
+        return out
+    firsts = tokenizer(list(texts[0]))["input_ids"]  # the tokenizer's own specials (a bos, if any) lead
+    seconds = tokenizer(list(texts[1]), add_special_tokens=False)["input_ids"]
+    ids = []
+    for a, b in zip(firsts, seconds):
+        if max_length:
+            keep_a, keep_b = longest_first(len(a), len(b), max(0, max_length - 1))
+            a, b = a[:keep_a], b[:keep_b]
+        ids.append([*a, joiner, *b])
+    return {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids]}
+
+
 def _frame(model_input: Any) -> pd.DataFrame:
     if isinstance(model_input, pd.DataFrame):
         return model_input.reset_index(drop=True)
@@ -102,11 +153,10 @@ class GlueClassifier(mlflow.pyfunc.PythonModel):
         check_columns(self.text_columns, self.label_names)
         if n_out != (len(self.label_names) or 1):
             raise ValueError(f"the model has {n_out} output(s) but label_names is {self.label_names!r}")
-        self.max_length = max_tokens(self.model.config, self.tokenizer)
-        # Segment ids as fine-tuning feeds them (cluster/train/finetune.py `encode`): asked for on pairs only,
-        # and left out when the tokenizer makes them all zero (GPT-2 adds wte(token_type_ids) even for zeros).
-        probe = self.tokenizer("a", "b", return_token_type_ids=True).get("token_type_ids") or []
-        self.segment_ids = len(self.text_columns) == 2 and any(probe)
+        # The length the task was fine-tuned and scored with; never more than the model's context.
+        context = max_tokens(self.model.config, self.tokenizer)
+        bounds = [int(v) for v in (cfg.get("max_length"), context) if v]
+        self.max_length = min(bounds) if bounds else None
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         import torch
@@ -121,12 +171,7 @@ class GlueClassifier(mlflow.pyfunc.PythonModel):
         texts = [df[c].fillna("").astype(str).tolist() for c in self.text_columns]  # 1 or 2 lists of len(df)
         chunks = []
         for start in range(0, len(df), _BATCH):
-            enc = self.tokenizer(
-                *(column[start : start + _BATCH] for column in texts),
-                truncation="longest_first",  # a single text is simply cut; a pair loses from the longer one
-                max_length=self.max_length,
-                return_token_type_ids=self.segment_ids,
-            )
+            enc = encode_rows(self.tokenizer, [column[start : start + _BATCH] for column in texts], self.max_length)
             for row, ids in enumerate(enc["input_ids"]):
                 if not ids:  # "" with GPT-2 (no specials added): one attended pad token, so the row has a last token
                     for key in enc:

@@ -78,6 +78,7 @@ def setup(tmp_path_factory):
     spec["mlflow"] = {"tracking_uri": uri}
     spec["tasks"] = ["rte", "stsb"]  # the whole task set of this spec: the evaluation below is not a subset
     spec["gate"] = {"margin": 0.0, "floor": False}  # a tiny BERT on 16 dev rows: the floor is tested on its own
+    spec["defaults"]["max_length"] = 10  # under the model's 64 positions: serving must cut where scoring did
     (root / "glue.yaml").write_text(yaml.safe_dump(spec))
     return {"root": root, "uri": uri, "glue_dir": write_glue_dir(root / "glue"), "spec": root / "glue.yaml",
             "curated": curated}
@@ -149,6 +150,28 @@ def test_task_models_load_by_alias_in_a_fresh_process(setup, evaluated):
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-3000:]
+
+
+def test_served_predictions_equal_the_logged_ones(setup, evaluated):
+    """Every registered task model, served by MLflow, predicts on the dev rows what the run logged (and scored):
+    the pyfunc cuts inputs at the 10 tokens of fine-tuning, not at the model's 64 positions."""
+    from tasks.glue.data import load_glue_split
+    from tasks.glue.tasks import TASKS
+    from tasks.registry.evaluations import list_records, load_predictions
+
+    mlflow.set_tracking_uri(setup["uri"])
+    (record,) = list_records("tiny-bert", "1", setup["uri"])
+    logged = load_predictions(record.run_id, ["rte", "stsb"], setup["uri"])
+    for task in ("rte", "stsb"):
+        dev = load_glue_split(task, "validation", str(setup["glue_dir"]))
+        served = mlflow.pyfunc.load_model(f"models:/tiny-bert-glue-{task}@candidate").predict(dev.to_dataframe())
+        labels, preds = logged[task]
+        if TASKS[task].is_regression:
+            assert served["score"].tolist() == pytest.approx(preds[0].tolist(), abs=1e-4)
+        else:
+            names = list(TASKS[task].label_names)
+            assert [names.index(x) for x in served["label"]] == preds[0].astype(int).tolist()
+        assert labels.tolist() == pytest.approx([float(y) for y in dev.labels])
 
 
 def _record_for_v2(uri: str, base, *, results=None, status: str = "complete", tasks=None, full: bool = True,
@@ -259,3 +282,65 @@ def test_bad_model_and_task_are_clear_errors(setup):
     no_data = runner.invoke(app, ["glue", str(setup["root"] / "tiny-bert-0"), "--tasks", "cola", "--spec",
                                   str(setup["spec"]), "--data-dir", str(setup["glue_dir"])])
     assert no_data.exit_code == 2 and "CoLA" in no_data.output
+
+
+def test_a_rerun_reuses_finished_jobs_and_trains_only_a_new_seed(setup, evaluated, monkeypatch_module):
+    """Fewer dev rows and a second seed: the seed-42 jobs are reused (their models predict the new rows), only
+    seed 7 trains; the record holds both seeds' predictions, the mean and the spread."""
+    from tasks.registry.evaluations import list_records, load_predictions
+
+    spec = yaml.safe_load(open(setup["spec"]))
+    spec["defaults"]["max_eval_examples"] = 12  # evaluation only: not in the job fingerprint
+    spec["seeds"] = [42, 7]
+    path = setup["root"] / "glue-seeds.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = setup["root"] / "metrics-seeds.json"
+    runs = setup["root"] / "runs"
+    before = {p.name for p in runs.iterdir()}
+    result = CliRunner().invoke(app, [
+        "glue", "models:/tiny-bert/1", "--tasks", "rte,stsb", "--data-dir", str(setup["glue_dir"]),
+        "--spec", str(path), "--epochs", "2", "--lr", "1e-3", "--metrics-json", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    m = json.loads(out.read_text())
+    assert m["reused_seeds"] == {"rte": [42], "stsb": [42]}
+    trained = {p.name for p in runs.iterdir()} - before - {"jobs"}
+    assert sorted(n.split("-s")[1].split("-")[0] for n in trained if n.startswith(("rte-", "stsb-"))) == ["7", "7"]
+    assert m["tasks"]["rte"]["n_eval"] == 12 and set(m["spread"]["rte"]) == {"accuracy"}
+    record = list_records("tiny-bert", "1", setup["uri"])[0]  # v1's newest record: this run's
+    assert record.setup.per_task["rte"].protocol["seeds"] == [42, 7] and len(record.seed_scores["rte"]) == 2
+    labels, preds = load_predictions(record.run_id, ["rte"], setup["uri"])["rte"]
+    assert preds.shape == (2, 12)
+
+
+def test_a_failure_after_training_keeps_every_result_and_the_rerun_does_not_retrain(setup, evaluated, tmp_path,
+                                                                                    monkeypatch):
+    """Fault: the flow dies after both tasks trained, scored and registered (`glue.finish`). Must survive: each
+    task run's metrics and dev predictions, v1's earlier complete records; the parent run FAILED, not RUNNING.
+    The rerun reuses both finished jobs (seed 5) and completes."""
+    from tasks.registry.evaluations import list_records
+
+    monkeypatch.setenv("LMPIPE_FAULTS", "glue.finish=raise")
+    monkeypatch.setenv("LMPIPE_FAULTS_DIR", str(tmp_path))
+    command = ["glue", "models:/tiny-bert/1", "--tasks", "rte,stsb", "--data-dir", str(setup["glue_dir"]),
+               "--spec", str(setup["spec"]), "--epochs", "2", "--lr", "1e-3", "--seed", "5",
+               "--metrics-json", str(tmp_path / "m.json")]
+    complete_before = [r.run_id for r in list_records("tiny-bert", "1", setup["uri"]) if r.status == "complete"]
+    failed = CliRunner().invoke(app, command)
+    assert failed.exit_code != 0
+    records = list_records("tiny-bert", "1", setup["uri"])
+    assert records[0].status == "failed"
+    assert [r.run_id for r in records if r.status == "complete"] == complete_before
+    client = MlflowClient(setup["uri"])
+    parent = client.get_run(records[0].run_id)
+    assert parent.info.status == "FAILED"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(r.data.tags["lmpipe.glue.task"] for r in children) == ["rte", "stsb"]
+    for run in children:
+        assert {"predictions"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert run.data.metrics  # the task's scores
+
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 0, again.output + repr(again.exception)
+    assert json.loads((tmp_path / "m.json").read_text())["reused_seeds"] == {"rte": [5], "stsb": [5]}
+    assert list_records("tiny-bert", "1", setup["uri"])[0].status == "complete"

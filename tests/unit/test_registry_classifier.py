@@ -117,18 +117,29 @@ def test_predictions_match_transformers_on_truncated_inputs(loaded, dirs):
     assert got["negative"].tolist() == pytest.approx(want[:, 0].tolist(), abs=1e-5)
     assert got["positive"].tolist() == pytest.approx(want[:, 1].tolist(), abs=1e-5)
 
-    # Pairs carry segment ids, as fine-tuning feeds them (cluster/train/finetune.py asks for them on pairs).
-    # Regression gives the raw output; a pair with a 2,000-word text is cut to 64 tokens, longest first.
+    # BERT pairs carry segment ids, as fine-tuning feeds them; GPT-2 pairs are `a <eos> b` with none (a GPT-2
+    # would add a learned token-type embedding to sentence B). Regression gives the raw output; a pair with a
+    # 2,000-word text is cut to 64 tokens, longest first.
     for task, columns in (("stsb", ("sentence1", "sentence2")), ("mnli", ("premise", "hypothesis"))):
         tok = AutoTokenizer.from_pretrained(dirs[task])
         model = AutoModelForSequenceClassification.from_pretrained(dirs[task]).eval()
-        if tok.pad_token is None:  # GPT-2, as fine-tuning sets it up: eos pads
+        pairs = ([LONG, "a cat sat"], ["a cat sat on the mat", LONG])
+        if tok.pad_token is None:  # GPT-2, as fine-tuning sets it up: eos pads and joins
             tok.pad_token = tok.eos_token
             model.config.pad_token_id = tok.eos_token_id
-        pairs = ([LONG, "a cat sat"], ["a cat sat on the mat", LONG])
-        enc = tok(*pairs, truncation="longest_first", max_length=64, padding=True, return_token_type_ids=True,
-                  return_tensors="pt")
-        assert enc["input_ids"].shape[1] == 64 and enc["token_type_ids"].any()
+            rows = []
+            for a, b in zip(*pairs):
+                ia, ib = tok(a)["input_ids"], tok(b)["input_ids"]
+                short = min(len(ia), len(ib), 63 // 2)
+                ia, ib = (ia[:short], ib[:63 - short]) if len(ia) <= len(ib) else (ia[:63 - short], ib[:short])
+                rows.append(ia + [tok.eos_token_id] + ib)
+            enc = tok.pad({"input_ids": rows}, return_tensors="pt")
+            assert "token_type_ids" not in enc and (enc["input_ids"] == tok.eos_token_id).any(-1).all()
+        else:
+            enc = tok(*pairs, truncation="longest_first", max_length=64, padding=True, return_token_type_ids=True,
+                      return_tensors="pt")
+            assert enc["token_type_ids"].any()
+        assert enc["input_ids"].shape[1] == 64
         with torch.no_grad():
             want = model(**enc).logits
         got = loaded[task].predict(pd.DataFrame(dict(zip(columns, pairs))))

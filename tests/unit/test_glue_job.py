@@ -1,0 +1,105 @@
+"""A GLUE task's jobs (`tasks.glue.job`): a finished job is reused, never retrained; evaluation-only settings
+stay out of the job's fingerprint; seeds are scored one by one and summarised as mean and spread."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from data_specs.glue import FinetuneSpec, GlueSpec
+from tasks.glue import job
+from tasks.glue.data import GlueExamples
+
+
+@dataclass
+class _Outcome:  # what run_finetuning returns, as far as run_seed reads it
+    model_dir: str
+    predictions: dict
+    final_step: int = 7
+    resumed_from_step: int | None = None
+    metrics: dict | None = None
+
+    def __post_init__(self):
+        self.metrics = self.metrics or {"train_loss": 0.5}
+
+
+def _run(tmp_path, *, eval_fp="e1", calls=None, fail=False):
+    calls = calls if calls is not None else []
+
+    def train(run_name):
+        calls.append(("train", run_name))
+        if fail:
+            raise RuntimeError("worker died")
+        model = tmp_path / run_name / "final_model"
+        model.mkdir(parents=True, exist_ok=True)
+        return _Outcome(str(model), {"validation": [1, 0, 1]})
+
+    def predict(model_dir):
+        calls.append(("predict", model_dir))
+        return {"validation": [0, 0, 0]}
+
+    return job.run_seed(task_name="rte", seed=42, hp=FinetuneSpec(), job_fp="fp1", eval_fp=eval_fp,
+                        jobs_root=str(tmp_path / "jobs"), storage=str(tmp_path), train_fn=train, predict_fn=predict)
+
+
+def test_a_finished_job_is_reused_and_new_dev_rows_are_predicted_not_trained(tmp_path):
+    calls = []
+    first = _run(tmp_path, calls=calls)
+    assert not first.reused and [c[0] for c in calls] == ["train"]
+    again = _run(tmp_path, calls=calls)  # same dev rows: the stored predictions, nothing runs
+    assert again.reused and again.predictions == first.predictions and len(calls) == 1
+    assert again.model_dir == first.model_dir and again.final_step == 7
+    other = _run(tmp_path, eval_fp="e2", calls=calls)  # other dev rows: the saved model predicts them
+    assert other.reused and [c[0] for c in calls] == ["train", "predict"]
+    assert other.predictions == {"validation": [0, 0, 0]}
+    assert _run(tmp_path, eval_fp="e2", calls=calls).predictions == {"validation": [0, 0, 0]} and len(calls) == 2
+
+
+def test_an_unfinished_job_resumes_under_its_run_name_and_a_lost_model_retrains(tmp_path):
+    calls = []
+    with pytest.raises(RuntimeError):
+        _run(tmp_path, calls=calls, fail=True)
+    _run(tmp_path, calls=calls)
+    assert calls[0][1] == calls[1][1]  # the same run name: run_finetuning resumes its checkpoints
+    import shutil
+
+    shutil.rmtree(tmp_path / calls[1][1])  # the final model is gone: the job cannot be reused
+    out = _run(tmp_path, calls=calls)
+    assert not out.reused and len(calls) == 3 and calls[2][1] != calls[1][1]
+
+
+def test_the_job_fingerprint_holds_what_training_reads_and_nothing_else():
+    hp = FinetuneSpec()
+    base = job.training_fingerprint("m1", "rte", hp, 128, "sha256:a", 100)
+    for change in ({"eval_batch_size": 7}, {"max_eval_examples": 10}, {"checkpoint_every": 3}):
+        assert job.training_fingerprint("m1", "rte", hp.model_copy(update=change), 128, "sha256:a", 100) == base
+    for change in ({"lr": 1e-4}, {"seed": 1}, {"epochs": 2.0}, {"max_train_examples": 10}):
+        assert job.training_fingerprint("m1", "rte", hp.model_copy(update=change), 128, "sha256:a", 100) != base
+    assert job.training_fingerprint("m2", "rte", hp, 128, "sha256:a", 100) != base
+    assert job.training_fingerprint("m1", "rte", hp, 64, "sha256:a", 100) != base
+    assert job.training_fingerprint("m1", "rte", hp, 128, "sha256:b", 100) != base
+
+
+def test_seeds_are_scored_one_by_one_then_averaged():
+    dev = GlueExamples("rte", "validation", (["a"] * 4, ["b"] * 4), [0, 1, 1, 0], "dev.tsv", "ab", "hf")
+    train = GlueExamples("rte", "train", (["a"] * 2, ["b"] * 2), [0, 1], "train.tsv", "cd", "hf")
+    data = job.TaskData(train, {"validation": dev})
+    outcomes = [job.SeedOutcome(1, {"validation": [0, 1, 1, 0]}, "m", "r1", 1),  # accuracy 1.0
+                job.SeedOutcome(2, {"validation": [0, 1, 0, 1]}, "m", "r2", 1)]  # accuracy 0.5
+    scores = job.score_seeds("rte", data, outcomes)
+    assert scores.results["rte"] == {"accuracy": 0.75, "n_train": 2, "n_eval": 4}
+    assert scores.spread["rte"]["accuracy"] == pytest.approx(0.353553, abs=1e-6)  # sample std of (1.0, 0.5)
+    assert scores.seed_scores == [1.0, 0.5]
+    assert scores.predictions["rte"] == ([0, 1, 1, 0], {1: [0, 1, 1, 0], 2: [0, 1, 0, 1]})
+    assert scores.baselines["rte"]["accuracy"] == 0.5
+
+
+def test_seeds_in_the_spec():
+    spec = GlueSpec(name="g", tasks=["rte"], seeds=[1, 2, 3])
+    assert spec.seeds_for("rte") == [1, 2, 3] and spec.seeds_for("rte", 9) == [9]
+    assert GlueSpec(name="g", tasks=["rte"]).seeds_for("rte") == [42]
+    with pytest.raises(ValueError, match="repeats"):
+        GlueSpec(name="g", seeds=[1, 1])
+    with pytest.raises(ValueError, match="drop the per-task seed"):
+        GlueSpec(name="g", seeds=[1, 2], overrides={"rte": {"seed": 3}})
