@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -258,3 +258,26 @@ def iter_curated_documents(curated_dir: str, batch_rows: int = 1024) -> Iterator
             for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=["text"]):
                 yield from batch.column(0).to_pylist()
 
+
+
+def scan_dev_sets(curated_dir: str, task_names: Sequence[str], spec: Any,
+                  max_eval: Mapping[str, int | None]) -> dict[str, dict[str, Any]]:
+    """n-gram overlap of the curated corpus with every dev split scored (`spec`: the GlueSpec; `max_eval`: each
+    task's `max_eval_examples`): result key -> {n_examples, n_contaminated, rate, contaminated, examples}."""
+    from tasks.glue.data import load_glue_split
+    from tasks.glue.tasks import TASKS, result_key
+
+    examples = {}
+    for name in task_names:
+        for split in TASKS[name].eval_splits:
+            ex = load_glue_split(name, split, spec.data.dir, hub_repo=spec.data.hub_repo)
+            ex = ex.head(max_eval[name]) if max_eval.get(name) else ex
+            examples[result_key(name, split)] = list(zip(*ex.texts))
+    index = EvalNgramIndex(examples, n=spec.contamination.ngram, short_fields=spec.contamination.short_fields)
+    index.scan(iter_curated_documents(curated_dir))
+    out = {}
+    for key, r in index.results().items():
+        out[key] = {"n_examples": r.n_examples, "n_contaminated": r.n_contaminated, "rate": r.rate,
+                    "contaminated": list(r.contaminated),
+                    "examples": [" ||| ".join(examples[key][i]) for i in list(r.contaminated)[:5]]}
+    return out

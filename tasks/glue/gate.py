@@ -178,7 +178,7 @@ def decide(
     needed, source = _margin(margin, spread, interval)
     if needed is None:
         return refuse(f"the margin is 'auto' but there is neither a seed spread nor per-example predictions of "
-                      f"both versions to measure the noise with; set gate.margin or re-evaluate with seeds",
+                      "both versions to measure the noise with; set gate.margin or re-evaluate with seeds",
                       wanted, cand, champ)
     shown_margin = needed
     if require == "ci" and interval is None:

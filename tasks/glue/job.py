@@ -173,7 +173,7 @@ def score_seeds(task_name: str, data: TaskData, outcomes: list[SeedOutcome]) -> 
     return TaskScores(results, spread, baselines, predictions, seed_scores)
 
 
-def prepare_tokenizer(hf_dir: str, max_length: int) -> tuple[Any, int, str]:
+def prepare_tokenizer(hf_dir: str, max_length: int, logger: Any = log) -> tuple[Any, int, str]:
     """(tokenizer with a pad token, the max length used, a folder holding that tokenizer for the workers).
 
     GPT-style tokenizers pad with eos (the model ignores padded positions). The max length is capped at the
@@ -189,7 +189,7 @@ def prepare_tokenizer(hf_dir: str, max_length: int) -> tuple[Any, int, str]:
     context = model_context(AutoConfig.from_pretrained(hf_dir)) or max_length
     used = min(max_length, context)
     if used < max_length:
-        log.warning("max_length %d exceeds the model's %d positions; using %d", max_length, context, used)
+        logger.warning("max_length %d exceeds the model's %d positions; using %d", max_length, context, used)
     folder = tempfile.mkdtemp(prefix="lmpipe-glue-tok-")
     tokenizer.save_pretrained(folder)  # with the pad token set above
     return tokenizer, used, folder

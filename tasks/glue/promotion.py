@@ -12,6 +12,7 @@ and every task model of that version, or for none (`tasks.registry.evaluations.m
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -62,6 +63,51 @@ def run_gate(name: str, *, gate: GateSpec, tracking_uri: str, version: str | Non
         except ChampionMoveError as exc:
             decision = replace(decision, promote=False, reason=f"Not promoted: {exc}.")
     return GateOutcome(decision, candidate, champion, moved)
+
+
+def log_decision(name: str, outcome: GateOutcome, *, experiment: str, tracking_uri: str,
+                 flow_run_id: str) -> dict:
+    """The decision in MLflow (a run of its own; tags on the candidate version) and in words (markdown).
+
+    Returns {"promoted", "reason", "candidate_score", "champion_score", "margin", "tasks", "moved", "run_id",
+    "checks", "markdown"}."""
+    from tasks.registry.tracking import ensure_experiment
+
+    decision, candidate, champion, moved = outcome.decision, outcome.candidate, outcome.champion, outcome.moved
+    c = client(tracking_uri)
+    run = c.create_run(ensure_experiment(experiment, tracking_uri), run_name=f"promote-{name}", tags={
+        "lmpipe.gate.model": name, "lmpipe.gate.promoted": str(decision.promote).lower(),
+        "lmpipe.gate.reason": decision.reason[:5000],
+        "lmpipe.gate.candidate_version": candidate.version if candidate else "none",
+        "lmpipe.gate.champion_version": champion.version if champion else "none",
+        "lmpipe.gate.candidate_record": (candidate.run_id or "none") if candidate else "none",
+        "lmpipe.gate.champion_record": (champion.run_id or "none") if champion else "none",
+        "lmpipe.prefect_flow_run_id": flow_run_id})
+    for key, value in (("candidate_score", decision.candidate_score), ("champion_score", decision.champion_score),
+                       ("margin", decision.margin), ("gain_low", decision.gain_low), ("gain_high", decision.gain_high)):
+        if value is not None:
+            c.log_metric(run.info.run_id, key, value)
+    c.log_text(run.info.run_id, "\n".join(decision.checks), "gate_checks.txt")
+    c.set_terminated(run.info.run_id, status="FINISHED")
+    if candidate is not None and candidate.version != "local":
+        c.set_model_version_tag(name, candidate.version, "lmpipe.gate.decision",
+                                "promoted" if decision.promote else "refused")
+        c.set_model_version_tag(name, candidate.version, "lmpipe.gate.reason", decision.reason[:5000])
+    verdict = "PROMOTED" if decision.promote else "REFUSED"
+    markdown = "\n".join([
+        f"# Promotion gate for `{name}`: **{verdict}**", "", decision.reason, "",
+        f"- candidate v{candidate.version if candidate else '-'}: {_pct(decision.candidate_score)}",
+        f"- champion v{champion.version if champion else '-'}: {_pct(decision.champion_score)}",
+        f"- margin: {decision.margin * 100:.2f} points; tasks: {', '.join(decision.tasks) or '-'}",
+        *(f"- {line}" for line in decision.checks),
+        *(f"- moved `champion`: {m}" for m in moved)])
+    return {"promoted": decision.promote, "reason": decision.reason, "candidate_score": decision.candidate_score,
+            "champion_score": decision.champion_score, "margin": decision.margin, "tasks": list(decision.tasks),
+            "moved": moved, "run_id": run.info.run_id, "checks": list(decision.checks), "markdown": markdown}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value * 100:.2f}"
 
 
 def _candidate_record(name: str, version: str, tracking_uri: str) -> EvalRecord | None:

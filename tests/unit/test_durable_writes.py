@@ -65,7 +65,7 @@ def test_parquet_and_small_file_writers(tmp_path, calls):
 
 
 def test_text_writer_and_manifests(tmp_path, calls):
-    from flows.glue import write_metrics_json
+    from tasks.glue.evaluation import write_metrics_json
     from tasks.common.io import write_text_atomically
     from tasks.pipeline.core import RUN_FILE, _write
 

@@ -1,0 +1,140 @@
+"""Everything a GLUE evaluation run does after its tasks trained: the GLUE score on the parent run, the
+contamination rates, the report, and the evaluation record (`evaluation.json` + every task's predictions) on
+the run and, for a registered base model, the version's tags the gate reads.
+
+    summary, report, table = finish_evaluation(ctx, per_task, contamination_fn=scan)   # ctx: EvaluationContext
+    write_metrics_json(summary, "out/glue.json")
+
+No Prefect: the flow passes the contamination scan in (a Prefect task there) and turns the report and the
+table into artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from data_specs.glue import FinetuneSpec, GlueSpec
+from tasks.common.durable import replace_durably
+
+
+@dataclass
+class EvaluationContext:
+    """What the parent run knows when the last task finished."""
+
+    model: str  # as the user named it: models:/... or a folder
+    base: Any  # tasks.registry.evaluations.BaseModel
+    spec: GlueSpec
+    spec_path: str | None
+    task_names: list[str]
+    hps: dict[str, FinetuneSpec]
+    champion: Any  # the champion's version record (tags), for the report's comparison column
+    client: Any  # MlflowClient
+    parent_id: str
+    tracking_uri: str
+    started: float  # time.time() when the flow started
+    model_resolve_s: float
+    spec_fingerprint: str
+
+
+def finish_evaluation(ctx: EvaluationContext, per_task: dict[str, Any],
+                      contamination_fn: Callable[..., dict] | None = None,
+                      logger: Any = None) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+    """Score, check contamination, report and store the record: (the summary the flow returns, the markdown
+    report, the table rows)."""
+    from tasks.common.faults import fault_point
+    from tasks.glue.gate import EvalRecord
+    from tasks.glue.metrics import glue_score
+    from tasks.glue.protocol import EvalSetup
+    from tasks.registry.evaluations import log_record_files, store_record
+
+    c, parent_id, base, names = ctx.client, ctx.parent_id, ctx.base, ctx.task_names
+    results = {k: v for t in names for k, v in per_task[t]["results"].items()}
+    fault_point("glue.finish", base.name)  # the fault suite: a crash after every task trained and registered
+    scores_only = {k: {m: v for m, v in r.items() if m not in ("n_train", "n_eval")} for k, r in results.items()}
+    score = glue_score(scores_only)
+    for key, metrics in scores_only.items():
+        for metric, value in metrics.items():
+            c.log_metric(parent_id, f"{key}_{metric}", value)
+    c.log_metric(parent_id, "glue_score", score)
+    first = per_task[names[0]].get("first_step_at")
+    startup_s = (first - ctx.started) if first else None
+    if startup_s is not None:
+        c.log_metric(parent_id, "startup_s_to_first_step", startup_s)
+
+    contamination = None
+    if ctx.spec.contamination.enabled and base.curated_dir and os.path.isdir(base.curated_dir) and contamination_fn:
+        contamination = contamination_fn(base.curated_dir, names, ctx.spec,
+                                         {t: ctx.hps[t].max_eval_examples for t in names})
+        for key, r in contamination.items():
+            c.log_metric(parent_id, f"contamination_rate_{key}", r["rate"])
+        c.log_dict(parent_id, contamination, "contamination.json")
+    elif ctx.spec.contamination.enabled and logger is not None:
+        logger.info("contamination check skipped: %s names no curated corpus on this machine", ctx.model)
+
+    summary = {
+        "model": ctx.model, "base_model_name": base.name, "base_model_version": base.version,
+        "glue_score": score, "tasks": results, "run_id": parent_id, "tracking_uri": ctx.tracking_uri,
+        "registered": {t: per_task[t]["registered"] for t in names},
+        "examples_per_s": {t: per_task[t]["examples_per_s"] for t in names},
+        "startup_s_to_first_step": startup_s, "model_resolve_s": ctx.model_resolve_s, "first_step_at": first,
+        "contamination": contamination,
+        "spread": {k: v for t in names for k, v in per_task[t]["spread"].items()},
+        "seeds": {t: per_task[t]["setup"].protocol["seeds"] for t in names},
+        "reused_seeds": {t: per_task[t]["reused_seeds"] for t in names},
+    }
+    report, table = _report(summary, base, ctx.champion, contamination, c, parent_id)
+    setup = EvalSetup(tasks=tuple(names), per_task={t: per_task[t]["setup"] for t in names},
+                      spec_fingerprint=ctx.spec_fingerprint,
+                      spec_path=os.path.abspath(ctx.spec_path) if ctx.spec_path else None,
+                      full=set(ctx.spec.tasks) <= set(names))
+    record = EvalRecord(
+        version=base.version or "local", status="complete", tasks=tuple(names), results=scores_only,
+        setup=setup, baselines={k: v for t in names for k, v in per_task[t]["baselines"].items()},
+        seed_scores={t: per_task[t]["seed_scores"] for t in names}, model=base.name, run_id=parent_id)
+    predictions = {k: v for t in names for k, v in per_task[t]["predictions"].items()}
+    if base.version:
+        store_record(record, predictions, score, ctx.tracking_uri)
+        c.set_model_version_tag(base.name, base.version, "glue_score", f"{score:.4f}")
+    else:  # a local folder: the record and predictions still land on the run, for the report and the user
+        log_record_files(c, record, predictions, score)
+    return summary, report, table
+
+
+def _report(summary: dict[str, Any], base: Any, champion: Any, contamination: dict | None, c: Any,
+            parent_id: str) -> tuple[str, list[dict[str, Any]]]:
+    """The markdown report and the table rows (logged on the parent run) beside the champion's scores."""
+    from tasks.glue.metrics import glue_score
+    from tasks.glue.report import markdown_report, table_rows
+
+    candidate = {"name": base.name, "version": base.version, "glue_score": summary["glue_score"],
+                 "tasks": summary["tasks"]}
+    champ = None
+    if champion is not None and champion.status == "complete" and champion.results:
+        keys = [k for k in summary["tasks"] if k in champion.results]
+        try:  # the champion's score over the keys both were scored on (none, or half of MNLI: no column)
+            champ = {"name": base.name, "version": champion.version,
+                     "glue_score": glue_score({k: champion.results[k] for k in keys}),
+                     "tasks": {k: champion.results[k] for k in keys}}
+        except ValueError:
+            champ = None
+    report = markdown_report(summary["model"], candidate, champ, contamination)
+    c.log_text(parent_id, report, "glue_report.md")
+    c.log_dict(parent_id, {"glue_score": summary["glue_score"], "tasks": summary["tasks"]}, "glue_results.json")
+    return report, table_rows(candidate, champ, contamination)
+
+
+def write_metrics_json(summary: dict[str, Any], path: str) -> None:
+    """{"model", "glue_score", "tasks": {key: {metric..., "n_train", "n_eval"}}, "spread", "reused_seeds",
+    "timing": {...}}, atomically."""
+    timing = {k: summary.get(k) for k in ("startup_s_to_first_step", "model_resolve_s", "first_step_at")}
+    out = {"model": summary["model"], "glue_score": summary["glue_score"], "tasks": summary["tasks"],
+           "spread": summary.get("spread", {}), "reused_seeds": summary.get("reused_seeds", {}), "timing": timing}
+    tmp = f"{path}.tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=2, sort_keys=True)
+    replace_durably(tmp, path)

@@ -1,0 +1,164 @@
+"""One GLUE task of an evaluation run, end to end: data → encode → a Ray Train job per seed (a finished one
+reused, `tasks.glue.job`) → the scores over the seeds → a nested MLflow run with the data lineage, the
+hyperparameters, the metrics and every seed's dev predictions, logged as soon as they are scored.
+
+`flows/glue.py` wraps `evaluate_task` in a Prefect task and registers the model once every task succeeded;
+the task's MLflow run stays open until then. Also here: the checks that run before any training
+(`preflight_data`), where the jobs live (`storage_root`) and a local model folder's identity
+(`model_fingerprint`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from data_specs import fingerprint
+from data_specs.glue import FinetuneSpec, GlueSpec
+from tasks.glue import job
+
+log = logging.getLogger(__name__)
+
+
+def storage_root(spec: GlueSpec) -> str:
+    """Checkpoints, final models and job states: `scaling.storage_path`, else .lmpipe/glue/runs in the project."""
+    from tasks.registry.tracking import repo_root
+
+    return os.path.abspath(spec.scaling.storage_path or str(repo_root() / ".lmpipe" / "glue" / "runs"))
+
+
+def model_fingerprint(hf_dir: str) -> str:
+    """sha256 of the folder's config and weights: a local folder's identity in run names, tags and job names."""
+    from tasks.shards.core import file_sha256
+
+    parts = []
+    for name in sorted(os.listdir(hf_dir)):
+        if name == "config.json" or name.endswith((".safetensors", ".bin")):
+            parts.append((name, file_sha256(os.path.join(hf_dir, name))[0]))
+    return fingerprint(parts, 16)
+
+
+def lineage_tags(model: str, base: Any, spec_fingerprint: str, flow_run_id: str) -> dict[str, str]:
+    """The tags every run of an evaluation carries: which model (name, version, weights), spec, code and flow."""
+    from tasks.registry.tracking import git_commit
+
+    tags = {
+        "lmpipe.base_model": model, "lmpipe.base_model_name": base.name,
+        "lmpipe.base_model_version": base.version or "local",
+        "lmpipe.base_model_fingerprint": model_fingerprint(base.hf_dir),
+        "lmpipe.glue_spec_fingerprint": spec_fingerprint,
+        "lmpipe.git_commit": git_commit() or "unknown",
+        "lmpipe.prefect_flow_run_id": flow_run_id,
+    }
+    if base.run_id:
+        tags["lmpipe.base_model_run_id"] = base.run_id
+    return tags
+
+
+def preflight_data(task_names: list[str], spec: GlueSpec) -> None:
+    """Read every task's splits before any training, so a missing or malformed file fails the run before a
+    single model is trained or registered (local folders only; the hub is read by the tasks)."""
+    from tasks.glue.data import load_glue_split
+    from tasks.glue.tasks import TASKS
+
+    if spec.data.dir is None:
+        return
+    for name in task_names:
+        for split in ("train", *TASKS[name].eval_splits):
+            load_glue_split(name, split, spec.data.dir)
+
+
+def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *, parent_run_id: str,
+                  experiment_id: str, tracking_uri: str, lineage: dict[str, str],
+                  seeds: list[int], logger: Any = log) -> dict[str, Any]:
+    """Fine-tune and score `base` on one task over `seeds`; the task's MLflow run is left open for registering.
+
+    Returns {"results", "spread", "baselines", "predictions", "seed_scores", "setup", "model_dir" (the first
+    seed's), "run_id", "max_length", "reused_seeds", "final_step", "resumed_from_step", "examples_per_s",
+    "first_step_at"}.
+    """
+    from mlflow.entities import Param
+
+    from cluster.train.finetune import encode
+    from cluster.train.ray_entry import run_finetuning
+    from tasks.glue.protocol import TaskSetup, protocol_of
+    from tasks.glue.records import PREDICTIONS_DIR, predictions_csv
+    from tasks.glue.tasks import TASKS, result_key
+    from tasks.registry.evaluations import client, task_model_name
+
+    glue_task = TASKS[task_name]
+    data = job.load_task_data(task_name, hp, spec)
+    tokenizer, max_length, tokenizer_dir = job.prepare_tokenizer(base.hf_dir, hp.max_length, logger)
+    regression = glue_task.is_regression
+    train_enc = encode(tokenizer, data.train.texts, data.train.labels, max_length, regression)
+    eval_enc = {s: encode(tokenizer, ex.texts, ex.labels, max_length, regression) for s, ex in data.evals.items()}
+
+    splits = [("train", data.train), *data.evals.items()]
+    data_tags = {f"lmpipe.data.{split}.path": ex.source for split, ex in splits}
+    data_tags |= {f"lmpipe.data.{split}.sha256": ex.sha256 or "hub" for split, ex in splits}
+    c = client(tracking_uri)
+    run_id = c.create_run(experiment_id, run_name=task_model_name(base.name, task_name), tags={
+        "mlflow.parentRunId": parent_run_id, "lmpipe.glue.task": task_name, **lineage, **data_tags}).info.run_id
+    params = {**{k: str(v) for k, v in hp.model_dump().items()}, "max_length_used": str(max_length),
+              "n_train": str(len(data.train)), "num_workers": str(spec.scaling.num_workers),
+              "seeds": ",".join(map(str, seeds))}
+    c.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+
+    storage = storage_root(spec)
+    jobs_root = os.path.join(storage, "jobs", f"{base.name}-{task_name}")
+    identities = data.identities()
+    eval_fp = job.eval_fingerprint(data, max_length)
+    fail_at = os.environ.get("LMPIPE_TEST_FAIL_AT_STEP")  # test hook: one worker dies after a checkpoint
+    outcomes = []
+    try:
+        for seed in seeds:
+            seed_hp = hp.model_copy(update={"seed": seed})
+            # One seed: its training curves on the task run; several: a child run per seed.
+            train_run = run_id if len(seeds) == 1 else c.create_run(experiment_id, run_name=f"{task_name}-seed{seed}",
+                                                                    tags={"mlflow.parentRunId": run_id}).info.run_id
+
+            def train(run_name: str, seed_hp: FinetuneSpec = seed_hp, train_run: str = train_run):
+                return run_finetuning(
+                    model_dir=base.hf_dir, tokenizer_dir=tokenizer_dir, train=train_enc, evals=eval_enc,
+                    label_names=list(glue_task.label_names), spec=seed_hp, scaling=spec.scaling, run_name=run_name,
+                    storage_path=storage, mlflow_run_id=train_run, mlflow_tracking_uri=tracking_uri,
+                    fail_once_at_step=int(fail_at) if fail_at else None)
+
+            outcomes.append(job.run_seed(
+                task_name=task_name, seed=seed, hp=seed_hp, eval_fp=eval_fp, jobs_root=jobs_root, storage=storage,
+                job_fp=job.training_fingerprint(lineage.get("lmpipe.base_model_fingerprint"), task_name, seed_hp,
+                                                max_length, identities["train"], len(data.train)),
+                train_fn=train,
+                predict_fn=lambda model_dir: job.predict_saved_model(model_dir, eval_enc, hp.eval_batch_size,
+                                                                     regression)))
+            if train_run != run_id:
+                c.set_terminated(train_run, status="FINISHED")
+    except BaseException:
+        c.set_terminated(run_id, status="FAILED")
+        raise
+
+    scores = job.score_seeds(task_name, data, outcomes)
+    for key, metrics in scores.results.items():
+        for metric, value in metrics.items():
+            if metric not in ("n_train", "n_eval"):
+                c.log_metric(run_id, f"{key}_{metric}" if key != task_name else metric, value)
+                if len(seeds) > 1:
+                    c.log_metric(run_id, f"{key}_{metric}_std", scores.spread[key][metric])
+        # Saved as soon as scored: a failure later in the flow loses none of this task's outputs.
+        c.log_text(run_id, predictions_csv(*scores.predictions[key]), f"{PREDICTIONS_DIR}/{key}.csv")
+    reused = [o.seed for o in outcomes if o.reused]
+    c.set_tag(run_id, "lmpipe.glue.reused_seeds", ",".join(map(str, reused)) or "none")
+    setup = TaskSetup(data=identities, n_train=len(data.train),
+                      n_eval={result_key(task_name, s): len(ex) for s, ex in data.evals.items()},
+                      protocol=protocol_of(hp.model_dump(), max_length_used=max_length, seeds=seeds))
+    first = outcomes[0]
+    for k, v in first.metrics.items():
+        if isinstance(v, (int, float)) and k != "first_step_at":
+            c.log_metric(run_id, f"final_{k}", float(v))
+    logger.info("%s: %s%s", task_name, scores.results, f" (reused the finished jobs of seeds {reused})" if reused else "")
+    return {"results": scores.results, "spread": scores.spread, "baselines": scores.baselines,
+            "predictions": scores.predictions, "seed_scores": scores.seed_scores, "setup": setup,
+            "model_dir": first.model_dir, "run_id": run_id, "max_length": max_length, "reused_seeds": reused,
+            "final_step": first.final_step, "resumed_from_step": first.resumed_from_step,
+            "examples_per_s": first.metrics.get("examples_per_s"), "first_step_at": first.metrics.get("first_step_at")}
