@@ -238,22 +238,38 @@ def _per_row_loss(logits: Tensor, labels: Tensor, regression: bool) -> Tensor:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, split: EncodedSplit, batch_size: int, device: torch.device | str, *,
-            regression: bool, autocast_dtype: torch.dtype | None = None) -> np.ndarray:
-    """Label ids (argmax) or regression scores for every row of `split`, in order."""
+def predict_with_scores(model: torch.nn.Module, split: EncodedSplit, batch_size: int, device: torch.device | str, *,
+                        regression: bool, autocast_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(label ids (argmax) or regression scores, and each row's score: the predicted label's softmax probability,
+    or the regression output itself) for every row of `split`, in order: what the served pyfunc returns."""
     device = torch.device(device)
     raw = _unwrap(model)
     raw.eval()
-    out = []
+    preds, scores = [], []
     autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
     for start in range(0, len(split), batch_size):
         batch = split.batch(range(start, min(start + batch_size, len(split))))
         batch.pop("labels")
         with autocast():
-            logits = raw(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-        out.append(logits.squeeze(-1).cpu().numpy() if regression else logits.argmax(-1).cpu().numpy())
+            logits = raw(**{k: v.to(device) for k, v in batch.items()}).logits.float()  # (B, num_labels)
+        if regression:
+            preds.append(logits.squeeze(-1).cpu().numpy())
+            scores.append(preds[-1])
+        else:
+            best, best_id = logits.softmax(-1).max(-1)
+            preds.append(best_id.cpu().numpy())
+            scores.append(best.cpu().numpy())
     raw.train()
-    return np.concatenate(out) if out else np.zeros(0)
+    if not preds:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(preds), np.concatenate(scores)
+
+
+def predict(model: torch.nn.Module, split: EncodedSplit, batch_size: int, device: torch.device | str, *,
+            regression: bool, autocast_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Label ids (argmax) or regression scores for every row of `split`, in order."""
+    return predict_with_scores(model, split, batch_size, device, regression=regression,
+                               autocast_dtype=autocast_dtype)[0]
 
 
 def load_classifier(model_dir: str, num_labels: int, label_names: Sequence[str], *, seed: int) -> Any:

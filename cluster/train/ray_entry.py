@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from cluster.train.checkpoints import (
     unique_by_step,
     write_completion_marker,
 )
-from cluster.train.finetune import EncodedSplit, finetune, load_classifier, predict, schedule
+from cluster.train.finetune import EncodedSplit, finetune, load_classifier, predict_with_scores, schedule
 from cluster.train.loop import CHECKPOINT_FILE, STATE_FILE, TrainState, load_checkpoint, save_checkpoint
 from cluster.train.loop import train as train_loop
 from cluster.train.model import build_model
@@ -513,6 +513,7 @@ def _publish_model(hf_dir: Path, dest: Path, tokenizer_dir: Path | None) -> None
 # GLUE fine-tuning: the same entry point, the same checkpoint, resume and failure handling as pretraining.
 
 PREDICTIONS_FILE = "predictions.json"
+SCORES_FILE = "prediction_scores.json"  # each row's predicted-label probability (or regression output)
 
 
 @dataclass
@@ -526,6 +527,7 @@ class FinetuneOutcome:
     metrics: dict[str, float | None]  # train_loss, examples_per_s, train_s
     resumed_from_step: int | None  # a rerun of the same run name started here
     restarted_from_step: int | None = None  # a dead worker's group restarted here, inside this invocation
+    scores: dict[str, list] = field(default_factory=dict)  # eval split -> the predicted label's probability
 
 
 def run_finetuning(
@@ -570,12 +572,15 @@ def run_finetuning(
         TRAIN_START_S.append(metrics["first_step_at"] - fit_at)
     with result.checkpoint.as_directory() as ckpt_dir:
         predictions = json.loads((Path(ckpt_dir) / PREDICTIONS_FILE).read_text())
+        scores_file = Path(ckpt_dir) / SCORES_FILE
+        scores = json.loads(scores_file.read_text()) if scores_file.exists() else {}
         _publish_model(Path(ckpt_dir) / _HF_SUBDIR, Path(final_dir), Path(tokenizer_dir))
     return FinetuneOutcome(
         run_name=run_name, final_step=int(metrics["step"]), model_dir=final_dir, predictions=predictions,
         metrics={k: metrics.get(k) for k in ("train_loss", "examples_per_s", "train_s", "examples_seen",
                                              "first_step_at")},
         resumed_from_step=metrics.get("resumed_from_step"), restarted_from_step=metrics.get("restarted_from_step"),
+        scores=scores,
     )
 
 
@@ -646,9 +651,11 @@ def _finetune_worker(config: dict[str, Any]) -> None:
                 (Path(tmp) / _RUN_META).write_text(json.dumps({**meta, "world_size": world}))
                 if final:
                     raw.save_pretrained(Path(tmp) / _HF_SUBDIR)
-                    preds = {name: predict(raw, split, spec.eval_batch_size, device, regression=regression,
-                                           autocast_dtype=amp).tolist() for name, split in evals.items()}
-                    (Path(tmp) / PREDICTIONS_FILE).write_text(json.dumps(preds))
+                    scored = {name: predict_with_scores(raw, split, spec.eval_batch_size, device,
+                                                        regression=regression, autocast_dtype=amp)
+                              for name, split in evals.items()}
+                    (Path(tmp) / PREDICTIONS_FILE).write_text(json.dumps({n: p.tolist() for n, (p, _) in scored.items()}))
+                    (Path(tmp) / SCORES_FILE).write_text(json.dumps({n: sc.tolist() for n, (_, sc) in scored.items()}))
             write_completion_marker(tmp, rank, state.step, world)  # last: what this rank wrote, file by file
             ray.train.report({k: v for k, v in metrics.items() if v is not None},
                              checkpoint=Checkpoint.from_directory(tmp))

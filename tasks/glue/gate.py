@@ -177,7 +177,7 @@ def decide(
     spread = _seed_spread([candidate, champion], wanted)
     needed, source = _margin(margin, spread, interval)
     if needed is None:
-        return refuse(f"the margin is 'auto' but there is neither a seed spread nor per-example predictions of "
+        return refuse("the margin is 'auto' but there is neither a seed spread nor per-example predictions of "
                       "both versions to measure the noise with; set gate.margin or re-evaluate with seeds",
                       wanted, cand, champ)
     shown_margin = needed

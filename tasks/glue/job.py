@@ -92,12 +92,13 @@ class SeedOutcome:
     resumed_from_step: int | None = None
     reused: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, list[float]] = field(default_factory=dict)  # split -> the predicted label's probability
 
 
 def run_seed(*, task_name: str, seed: int, hp: FinetuneSpec, job_fp: str, eval_fp: str, jobs_root: str,
              storage: str, train_fn, predict_fn) -> SeedOutcome:
-    """Reuse the finished job `job_fp` (its predictions, or `predict_fn(model_dir)` on other dev rows), resume an
-    unfinished one, or start it: `train_fn(run_name)` -> `FinetuneOutcome`. The job's state is written durably
+    """Reuse the finished job `job_fp` (its predictions, or `predict_fn(model_dir)` -> (predictions, scores) on
+    other dev rows), resume an unfinished one, or start it: `train_fn(run_name)` -> `FinetuneOutcome`. The job's state is written durably
     before and after training, so a crash anywhere leaves a job that the next run resumes or reuses."""
     from tasks.pretrain.core import JobState, new_run_name, read_job_state, write_job_state
 
@@ -106,37 +107,43 @@ def run_seed(*, task_name: str, seed: int, hp: FinetuneSpec, job_fp: str, eval_f
     stored = _read_result(jobs)
     if previous is not None and previous.status == "finished" and stored and os.path.isdir(stored["model_dir"]):
         same_rows = stored.get("eval_fp") == eval_fp
-        predictions = stored["predictions"] if same_rows else predict_fn(stored["model_dir"])
+        predictions, scores = ((stored["predictions"], stored.get("scores", {})) if same_rows
+                               else predict_fn(stored["model_dir"]))
         log.info("%s seed %d: reusing finished job %s (%s)", task_name, seed, previous.run_name,
                  "its dev predictions" if same_rows else "predicting the new dev rows with its model")
         if not same_rows:
-            _write_result(jobs, {**stored, "eval_fp": eval_fp, "predictions": predictions})
+            _write_result(jobs, {**stored, "eval_fp": eval_fp, "predictions": predictions, "scores": scores})
         return SeedOutcome(seed, predictions, stored["model_dir"], previous.run_name, int(stored["final_step"]),
-                           reused=True, metrics=dict(stored.get("metrics", {})))
+                           reused=True, metrics=dict(stored.get("metrics", {})), scores=scores)
     resume = previous is not None and previous.status == "running"
     run_name = previous.run_name if resume else new_run_name(f"{task_name}-s{seed}", job_fp)
     write_job_state(jobs, JobState(run_name=run_name, status="running"))
     outcome = train_fn(run_name)
     predictions = {s: [float(v) for v in p] for s, p in outcome.predictions.items()}
+    scores = {s: [float(v) for v in p] for s, p in (getattr(outcome, "scores", None) or {}).items()}
     _write_result(jobs, {"model_dir": outcome.model_dir, "final_step": outcome.final_step, "eval_fp": eval_fp,
-                         "predictions": predictions, "metrics": _plain(outcome.metrics), "seed": seed,
-                         "hp": hp.model_dump()})
+                         "predictions": predictions, "scores": scores, "metrics": _plain(outcome.metrics),
+                         "seed": seed, "hp": hp.model_dump()})
     write_job_state(jobs, JobState(run_name=run_name, status="finished"))
     return SeedOutcome(seed, predictions, outcome.model_dir, run_name, outcome.final_step,
-                       resumed_from_step=outcome.resumed_from_step, metrics=_plain(outcome.metrics))
+                       resumed_from_step=outcome.resumed_from_step, metrics=_plain(outcome.metrics), scores=scores)
 
 
-def predict_saved_model(model_dir: str, evals: dict[str, Any], batch_size: int, regression: bool) -> dict[str, list]:
-    """Dev predictions of a saved fine-tuned model, here (GPU when there is one): the reuse path of `run_seed`."""
+def predict_saved_model(model_dir: str, evals: dict[str, Any], batch_size: int,
+                        regression: bool) -> tuple[dict[str, list], dict[str, list]]:
+    """(predictions, scores) by split of a saved fine-tuned model, here (GPU when there is one): the reuse path
+    of `run_seed`."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from cluster.train.finetune import predict
+    from cluster.train.finetune import predict_with_scores
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device).eval()
-    return {split: [float(v) for v in predict(model, enc, batch_size, device, regression=regression)]
-            for split, enc in evals.items()}
+    out = {split: predict_with_scores(model, enc, batch_size, device, regression=regression)
+           for split, enc in evals.items()}
+    return ({s: [float(v) for v in p] for s, (p, _) in out.items()},
+            {s: [float(v) for v in sc] for s, (_, sc) in out.items()})
 
 
 @dataclass
@@ -146,7 +153,8 @@ class TaskScores:
     results: dict[str, dict[str, float]]  # result key -> {metric: mean over seeds, "n_train", "n_eval"}
     spread: dict[str, dict[str, float]]  # result key -> {metric: sample std over seeds (0 for one seed)}
     baselines: dict[str, dict[str, float]]  # result key -> the trivial baseline's metrics
-    predictions: dict[str, tuple[list, dict[int, list[float]]]]  # result key -> (labels, {seed: predictions})
+    # result key -> (labels, {seed: predictions}, {seed: predicted-label probability (or the regression output)})
+    predictions: dict[str, tuple[list, dict[int, list[float]], dict[int, list[float]]]]
     seed_scores: list[float]  # the task's score, one per seed
 
 
@@ -168,7 +176,8 @@ def score_seeds(task_name: str, data: TaskData, outcomes: list[SeedOutcome]) -> 
         spread[key] = {m: (statistics.stdev(s[m] for s in per_seed.values()) if len(per_seed) > 1 else 0.0)
                        for m in names}
         baselines[key] = trivial_metrics(key, ex.labels)
-        predictions[key] = (list(ex.labels), {o.seed: o.predictions[split] for o in outcomes})
+        predictions[key] = (list(ex.labels), {o.seed: o.predictions[split] for o in outcomes},
+                            {o.seed: o.scores[split] for o in outcomes if split in o.scores})
     seed_scores = [per_task_scores(by_seed[o.seed])[task_name] for o in outcomes]
     return TaskScores(results, spread, baselines, predictions, seed_scores)
 

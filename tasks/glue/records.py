@@ -4,7 +4,8 @@ Every evaluation run (the parent MLflow run of `lmpipe glue`) stores
 
 - `evaluation.json`: the record (`record_to_json`): status, tasks, results, trivial baselines, per-seed task
   scores and the setup (`tasks.glue.protocol.EvalSetup`);
-- `predictions/<result key>.csv`: one row per dev example and seed: `idx,seed,label,prediction`.
+- `predictions/<result key>.csv`: one row per dev example and seed: `idx,seed,label,prediction,score` (score:
+  the predicted label's probability, or the regression output; empty when the run did not record it).
 
 Records are never overwritten: a re-evaluation is a new run with a record of its own, so a failed or partial
 re-evaluation cannot erase a complete one. The gate picks, among the champion's complete records, the newest
@@ -47,23 +48,28 @@ def record_from_json(data: Mapping[str, Any]) -> EvalRecord:
                       model=data.get("model", ""), run_id=data.get("run_id"))
 
 
-def predictions_csv(labels: Sequence, by_seed: Mapping[int, Sequence]) -> str:
-    """The CSV text of one dev split's predictions: a row per example and seed, seeds in the given order."""
+def predictions_csv(labels: Sequence, by_seed: Mapping[int, Sequence],
+                    scores: Mapping[int, Sequence] | None = None) -> str:
+    """The CSV text of one dev split's predictions: a row per example and seed, seeds in the given order;
+    `scores` (by seed, optional) fills the score column."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["idx", "seed", "label", "prediction"])
+    writer.writerow(["idx", "seed", "label", "prediction", "score"])
     for seed, preds in by_seed.items():
-        if len(preds) != len(labels):
-            raise ValueError(f"seed {seed}: {len(preds)} predictions for {len(labels)} labels")
+        seed_scores = (scores or {}).get(seed)
+        for name, values in (("predictions", preds), ("scores", seed_scores)):
+            if values is not None and len(values) != len(labels):
+                raise ValueError(f"seed {seed}: {len(values)} {name} for {len(labels)} labels")
         for i, (y, p) in enumerate(zip(labels, preds)):
-            writer.writerow([i, seed, _num(y), _num(p)])
+            writer.writerow([i, seed, _num(y), _num(p), "" if seed_scores is None else _num(seed_scores[i])])
     return out.getvalue()
 
 
-def write_predictions(folder: Path, key: str, labels: Sequence, by_seed: Mapping[int, Sequence]) -> Path:
+def write_predictions(folder: Path, key: str, labels: Sequence, by_seed: Mapping[int, Sequence],
+                      scores: Mapping[int, Sequence] | None = None) -> Path:
     path = Path(folder) / PREDICTIONS_DIR / f"{key}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(predictions_csv(labels, by_seed), encoding="utf-8")
+    path.write_text(predictions_csv(labels, by_seed, scores), encoding="utf-8")
     return path
 
 

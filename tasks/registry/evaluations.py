@@ -115,7 +115,7 @@ def set_eval_status(name: str, version: str, status: str, tracking_uri: str, *, 
             c.set_tag(run_id, "lmpipe.glue.tasks", ",".join(tasks))
 
 
-def store_record(record: EvalRecord, predictions: dict[str, tuple[list, dict[int, list]]], glue_score: float | None,
+def store_record(record: EvalRecord, predictions: dict[str, tuple], glue_score: float | None,
                  tracking_uri: str) -> None:
     """Log one evaluation's record and its per-example predictions on its parent run (`record.run_id`), then
     its status tag, last: a record is found complete only once its files are there. A complete evaluation of
@@ -130,13 +130,13 @@ def store_record(record: EvalRecord, predictions: dict[str, tuple[list, dict[int
                           record.run_id, tracking_uri)
 
 
-def log_record_files(c: MlflowClient, record: EvalRecord, predictions: dict[str, tuple[list, dict[int, list]]],
+def log_record_files(c: MlflowClient, record: EvalRecord, predictions: dict[str, tuple],
                      glue_score: float | None) -> None:
     """`predictions/<key>.csv` and `evaluation.json` on the record's run."""
     from tasks.glue.records import PREDICTIONS_DIR, RECORD_FILE, predictions_csv, record_to_json
 
-    for key, (labels, by_seed) in predictions.items():
-        c.log_text(record.run_id, predictions_csv(labels, by_seed), f"{PREDICTIONS_DIR}/{key}.csv")
+    for key, value in predictions.items():  # (labels, {seed: predictions}[, {seed: scores}])
+        c.log_text(record.run_id, predictions_csv(*value), f"{PREDICTIONS_DIR}/{key}.csv")
     c.log_dict(record.run_id, record_to_json(record, glue_score), RECORD_FILE)
 
 

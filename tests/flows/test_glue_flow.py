@@ -7,6 +7,7 @@ promoting, then refusing a worse candidate, an incomplete evaluation and a diffe
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import subprocess
@@ -153,8 +154,8 @@ def test_task_models_load_by_alias_in_a_fresh_process(setup, evaluated):
 
 
 def test_served_predictions_equal_the_logged_ones(setup, evaluated):
-    """Every registered task model, served by MLflow, predicts on the dev rows what the run logged (and scored):
-    the pyfunc cuts inputs at the 10 tokens of fine-tuning, not at the model's 64 positions."""
+    """Every registered task model, served by MLflow, predicts on the dev rows what the run logged (and scored),
+    label and score: the pyfunc cuts inputs at the 10 tokens of fine-tuning, not at the model's 64 positions."""
     from tasks.glue.data import load_glue_split
     from tasks.glue.tasks import TASKS
     from tasks.registry.evaluations import list_records, load_predictions
@@ -166,6 +167,10 @@ def test_served_predictions_equal_the_logged_ones(setup, evaluated):
         dev = load_glue_split(task, "validation", str(setup["glue_dir"]))
         served = mlflow.pyfunc.load_model(f"models:/tiny-bert-glue-{task}@candidate").predict(dev.to_dataframe())
         labels, preds = logged[task]
+        csv_path = MlflowClient(setup["uri"]).download_artifacts(record.run_id, f"predictions/{task}.csv",
+                                                                str(setup["root"] / f"served-{task}"))
+        logged_scores = [float(r["score"]) for r in csv.DictReader(open(csv_path))]
+        assert served["score"].tolist() == pytest.approx(logged_scores, abs=1e-4)  # probability or output
         if TASKS[task].is_regression:
             assert served["score"].tolist() == pytest.approx(preds[0].tolist(), abs=1e-4)
         else:

@@ -19,6 +19,7 @@ class _Outcome:  # what run_finetuning returns, as far as run_seed reads it
     final_step: int = 7
     resumed_from_step: int | None = None
     metrics: dict | None = None
+    scores: dict | None = None
 
     def __post_init__(self):
         self.metrics = self.metrics or {"train_loss": 0.5}
@@ -33,11 +34,11 @@ def _run(tmp_path, *, eval_fp="e1", calls=None, fail=False):
             raise RuntimeError("worker died")
         model = tmp_path / run_name / "final_model"
         model.mkdir(parents=True, exist_ok=True)
-        return _Outcome(str(model), {"validation": [1, 0, 1]})
+        return _Outcome(str(model), {"validation": [1, 0, 1]}, scores={"validation": [0.9, 0.8, 0.7]})
 
     def predict(model_dir):
         calls.append(("predict", model_dir))
-        return {"validation": [0, 0, 0]}
+        return {"validation": [0, 0, 0]}, {"validation": [0.6, 0.6, 0.6]}
 
     return job.run_seed(task_name="rte", seed=42, hp=FinetuneSpec(), job_fp="fp1", eval_fp=eval_fp,
                         jobs_root=str(tmp_path / "jobs"), storage=str(tmp_path), train_fn=train, predict_fn=predict)
@@ -49,10 +50,11 @@ def test_a_finished_job_is_reused_and_new_dev_rows_are_predicted_not_trained(tmp
     assert not first.reused and [c[0] for c in calls] == ["train"]
     again = _run(tmp_path, calls=calls)  # same dev rows: the stored predictions, nothing runs
     assert again.reused and again.predictions == first.predictions and len(calls) == 1
+    assert again.scores == first.scores == {"validation": [0.9, 0.8, 0.7]}
     assert again.model_dir == first.model_dir and again.final_step == 7
     other = _run(tmp_path, eval_fp="e2", calls=calls)  # other dev rows: the saved model predicts them
     assert other.reused and [c[0] for c in calls] == ["train", "predict"]
-    assert other.predictions == {"validation": [0, 0, 0]}
+    assert other.predictions == {"validation": [0, 0, 0]} and other.scores == {"validation": [0.6, 0.6, 0.6]}
     assert _run(tmp_path, eval_fp="e2", calls=calls).predictions == {"validation": [0, 0, 0]} and len(calls) == 2
 
 
@@ -85,13 +87,14 @@ def test_seeds_are_scored_one_by_one_then_averaged():
     dev = GlueExamples("rte", "validation", (["a"] * 4, ["b"] * 4), [0, 1, 1, 0], "dev.tsv", "ab", "hf")
     train = GlueExamples("rte", "train", (["a"] * 2, ["b"] * 2), [0, 1], "train.tsv", "cd", "hf")
     data = job.TaskData(train, {"validation": dev})
-    outcomes = [job.SeedOutcome(1, {"validation": [0, 1, 1, 0]}, "m", "r1", 1),  # accuracy 1.0
-                job.SeedOutcome(2, {"validation": [0, 1, 0, 1]}, "m", "r2", 1)]  # accuracy 0.5
+    outcomes = [job.SeedOutcome(1, {"validation": [0, 1, 1, 0]}, "m", "r1", 1, scores={"validation": [.9] * 4}),
+                job.SeedOutcome(2, {"validation": [0, 1, 0, 1]}, "m", "r2", 1, scores={"validation": [.6] * 4})]
     scores = job.score_seeds("rte", data, outcomes)
     assert scores.results["rte"] == {"accuracy": 0.75, "n_train": 2, "n_eval": 4}
     assert scores.spread["rte"]["accuracy"] == pytest.approx(0.353553, abs=1e-6)  # sample std of (1.0, 0.5)
     assert scores.seed_scores == [1.0, 0.5]
-    assert scores.predictions["rte"] == ([0, 1, 1, 0], {1: [0, 1, 1, 0], 2: [0, 1, 0, 1]})
+    assert scores.predictions["rte"] == ([0, 1, 1, 0], {1: [0, 1, 1, 0], 2: [0, 1, 0, 1]},
+                                         {1: [.9] * 4, 2: [.6] * 4})
     assert scores.baselines["rte"]["accuracy"] == 0.5
 
 

@@ -21,6 +21,9 @@ def test_records_and_predictions_round_trip(tmp_path):
     path = write_predictions(tmp_path, "stsb", [1.5, 2.0, 4.25], {42: [1.0, 2.0, 3.5], 43: [1.25, 2.0, 4.0]})
     labels, preds = read_predictions(path)
     assert labels.tolist() == [1.5, 2.0, 4.25] and preds.tolist() == [[1.0, 2.0, 3.5], [1.25, 2.0, 4.0]]
+    path = write_predictions(tmp_path, "rte", [1, 0], {42: [1, 1]}, {42: [0.75, 0.5]})  # with probabilities
+    assert path.read_text().splitlines() == ["idx,seed,label,prediction,score", "0,42,1,1,0.75", "1,42,0,1,0.5"]
+    assert read_predictions(path)[1].tolist() == [[1, 1]]
     other = EvalSetup(("stsb",), {"stsb": TaskSetup({"validation": "sha256:y"}, 10, {"stsb": 3}, proto)}, "fp")
     newer_other = EvalRecord("1", "complete", ("stsb",), rec.results, other)
     older_alike = EvalRecord("1", "complete", ("stsb",), rec.results, setup)
