@@ -135,6 +135,8 @@ def pretrain(
     console.print(f"trained {summary['final_step']} steps"
                   + (f" (resumed from step {summary['resumed_from_step']})" if summary["resumed_from_step"] else "")
                   + "; " + ", ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, float)))
+    if summary.get("submission"):
+        console.print(f"leaderboard submission (gluebenchmark.com): {summary['submission']}")
     console.print(f"MLflow run {summary['run_id']} at {summary['tracking_uri']}")
     console.print(f"registered model: [bold]{summary['model_uri']}[/] (version {summary['version']})")
 
@@ -190,6 +192,8 @@ def glue(
     seed: Annotated[int | None, typer.Option(help="Override the seed for every task.")] = None,
     max_train_examples: Annotated[int | None, typer.Option(help="Train on the first N rows of each task.")] = None,
     metrics_json: Annotated[str | None, typer.Option(help="Also write the results as JSON here.")] = None,
+    predict: Annotated[bool, typer.Option("--predict", help="Also predict each task's test.tsv and write the "
+                                          "gluebenchmark.com submission zip (needs --data-dir).")] = False,
 ) -> None:
     """Fine-tune and score MODEL on GLUE tasks (Ray Train); register <base>-glue-<task> models in MLflow."""
     from data_specs.glue import GlueSpec
@@ -211,7 +215,8 @@ def glue(
                  "max_train_examples": max_train_examples}
     try:
         summary = glue_flow(model, tasks=task_list, spec_path=spec, data_dir=data_dir, name=name,
-                            overrides={k: v for k, v in overrides.items() if v is not None}, metrics_json=metrics_json)
+                            overrides={k: v for k, v in overrides.items() if v is not None}, metrics_json=metrics_json,
+                            predict=predict)
     except (GlueDataError, ValueError) as exc:
         console.print(f"[bold red]Cannot run[/]: {exc}")
         raise typer.Exit(2) from exc
@@ -222,8 +227,10 @@ def _glue_table(summary: dict[str, Any]) -> None:
     table = Table(title=f"GLUE: {summary['model']}", show_header=True)
     for col in ("task", "metrics", "n_train", "n_eval"):
         table.add_column(col, justify="left" if col in ("task", "metrics") else "right")
+    spread = summary.get("spread") or {}
     for key, r in summary["tasks"].items():
-        metrics = ", ".join(f"{m} {v * 100:.2f}" for m, v in r.items() if m not in ("n_train", "n_eval"))
+        metrics = ", ".join(f"{m} {v * 100:.2f}" + (f" ± {spread[key][m] * 100:.2f}" if spread.get(key, {}).get(m) else "")
+                            for m, v in r.items() if m not in ("n_train", "n_eval"))
         table.add_row(key, metrics, f"{r['n_train']:,}", f"{r['n_eval']:,}")
     table.add_row("[bold]GLUE score[/]", f"[bold]{summary['glue_score'] * 100:.2f}[/]", "", "")
     console.print(table)

@@ -44,10 +44,10 @@ def load_glue_spec(path: str | None) -> GlueSpec:
 @task(cache_policy=NO_CACHE, task_run_name="glue-{task_name}")
 def finetune_glue_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, parent_run_id: str,
                        experiment_id: str, tracking_uri: str, lineage: dict[str, str],
-                       seeds: list[int] | None = None) -> dict[str, Any]:
+                       seeds: list[int] | None = None, predict: bool = False) -> dict[str, Any]:
     """One task end to end (`tasks.glue.task_run.evaluate_task`); its MLflow run stays open for registering."""
     return evaluate_task(task_name, base, hp, spec, parent_run_id=parent_run_id, experiment_id=experiment_id,
-                         tracking_uri=tracking_uri, lineage=lineage, seeds=seeds or [hp.seed],
+                         tracking_uri=tracking_uri, lineage=lineage, seeds=seeds or [hp.seed], predict=predict,
                          logger=get_run_logger())
 
 
@@ -78,10 +78,6 @@ def contamination_task(curated_dir: str, task_names: list[str], spec: GlueSpec, 
     return scan_dev_sets(curated_dir, task_names, spec, max_eval)
 
 
-def _overrides(**flags: Any) -> dict[str, Any]:
-    return {k: v for k, v in flags.items() if v is not None}
-
-
 @flow(name="glue", log_prints=True)
 def glue(
     model: str,
@@ -91,10 +87,12 @@ def glue(
     name: str | None = None,
     overrides: dict[str, Any] | None = None,
     metrics_json: str | None = None,
+    predict: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune and score `model` on GLUE; returns {"model", "glue_score", "tasks": {key: metrics + counts}, ...}.
 
-    `overrides` (epochs, lr, batch_size, max_length, seed, max_train_examples, ...) apply to every task run.
+    `overrides` (epochs, lr, batch_size, max_length, seed, max_train_examples, ...) apply to every task run;
+    `predict` also writes the leaderboard zip from each task's test files (summary["submission"]).
     """
     import mlflow
 
@@ -110,7 +108,7 @@ def glue(
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"dir": os.path.abspath(data_dir)})})
     task_names = parse_task_list(tasks if tasks is not None else spec.tasks)
     hps = {t: spec.for_task(t, **(overrides or {})) for t in task_names}
-    preflight_data(task_names, spec)
+    preflight_data(task_names, spec, predict)
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.mlflow.tracking_uri or _default_uri()
     experiment_id = ensure_experiment(spec.mlflow.experiment, tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
@@ -134,7 +132,7 @@ def glue(
     try:
         for t in task_names:
             per_task[t] = finetune_glue_task(t, base, hps[t], spec, parent_id, experiment_id, tracking_uri, lineage,
-                                             seeds=spec.seeds_for(t, (overrides or {}).get("seed")))
+                                             seeds=spec.seeds_for(t, (overrides or {}).get("seed")), predict=predict)
         for t in task_names:  # every task succeeded: now, and only now, the task models are registered
             reg = register_glue_model_task(t, base, per_task[t]["model_dir"], per_task[t]["run_id"], tracking_uri,
                                            lineage, max_length=per_task[t]["max_length"])

@@ -86,6 +86,15 @@ def finish_evaluation(ctx: EvaluationContext, per_task: dict[str, Any],
         "seeds": {t: per_task[t]["setup"].protocol["seeds"] for t in names},
         "reused_seeds": {t: per_task[t]["reused_seeds"] for t in names},
     }
+    submission = {name: text for t in names for name, text in per_task[t].get("submission", {}).items()}
+    if submission:  # `--predict`: the leaderboard zip, beside the run's storage and on the run
+        from tasks.glue.submission import write_submission_zip
+        from tasks.glue.task_run import storage_root
+
+        path = write_submission_zip(submission, os.path.join(storage_root(ctx.spec), "submissions",
+                                                             f"glue-{base.name}-{parent_id[:12]}.zip"))
+        c.log_artifact(parent_id, str(path))
+        summary["submission"] = str(path)
     report, table = _report(summary, base, ctx.champion, contamination, c, parent_id)
     setup = EvalSetup(tasks=tuple(names), per_task={t: per_task[t]["setup"] for t in names},
                       spec_fingerprint=ctx.spec_fingerprint,
@@ -129,10 +138,11 @@ def _report(summary: dict[str, Any], base: Any, champion: Any, contamination: di
 
 def write_metrics_json(summary: dict[str, Any], path: str) -> None:
     """{"model", "glue_score", "tasks": {key: {metric..., "n_train", "n_eval"}}, "spread", "reused_seeds",
-    "timing": {...}}, atomically."""
+    "timing": {...}, "submission": the leaderboard zip or null}, atomically."""
     timing = {k: summary.get(k) for k in ("startup_s_to_first_step", "model_resolve_s", "first_step_at")}
     out = {"model": summary["model"], "glue_score": summary["glue_score"], "tasks": summary["tasks"],
-           "spread": summary.get("spread", {}), "reused_seeds": summary.get("reused_seeds", {}), "timing": timing}
+           "spread": summary.get("spread", {}), "reused_seeds": summary.get("reused_seeds", {}), "timing": timing,
+           "submission": summary.get("submission")}
     tmp = f"{path}.tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(tmp, "w", encoding="utf-8") as f:

@@ -56,27 +56,35 @@ def lineage_tags(model: str, base: Any, spec_fingerprint: str, flow_run_id: str)
     return tags
 
 
-def preflight_data(task_names: list[str], spec: GlueSpec) -> None:
-    """Read every task's splits before any training, so a missing or malformed file fails the run before a
-    single model is trained or registered (local folders only; the hub is read by the tasks)."""
-    from tasks.glue.data import load_glue_split
+def preflight_data(task_names: list[str], spec: GlueSpec, predict: bool = False) -> None:
+    """Read every task's splits (and, with `predict`, its test files) before any training, so a missing or
+    malformed file fails the run before a single model is trained or registered (local folders only; the hub
+    is read by the tasks)."""
+    from tasks.glue.data import GlueDataError, load_glue_split
+    from tasks.glue.submission import load_test_rows
     from tasks.glue.tasks import TASKS
 
     if spec.data.dir is None:
+        if predict:
+            raise GlueDataError("--predict reads the unlabelled test.tsv files of a local GLUE folder: pass "
+                                "--data-dir (or set data.dir in the spec)")
         return
     for name in task_names:
         for split in ("train", *TASKS[name].eval_splits):
             load_glue_split(name, split, spec.data.dir)
+        if predict:
+            load_test_rows(name, spec.data.dir)
 
 
 def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *, parent_run_id: str,
                   experiment_id: str, tracking_uri: str, lineage: dict[str, str],
-                  seeds: list[int], logger: Any = log) -> dict[str, Any]:
+                  seeds: list[int], predict: bool = False, logger: Any = log) -> dict[str, Any]:
     """Fine-tune and score `base` on one task over `seeds`; the task's MLflow run is left open for registering.
 
     Returns {"results", "spread", "baselines", "predictions", "seed_scores", "setup", "model_dir" (the first
     seed's), "run_id", "max_length", "reused_seeds", "final_step", "resumed_from_step", "examples_per_s",
-    "first_step_at"}.
+    "first_step_at", "submission"}: with `predict`, the first seed's model predicts the task's test files
+    (`tasks.glue.submission`; name -> TSV text). `logger`: the Prefect run logger in a flow.
     """
     from mlflow.entities import Param
 
@@ -153,6 +161,7 @@ def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *
                       n_eval={result_key(task_name, s): len(ex) for s, ex in data.evals.items()},
                       protocol=protocol_of(hp.model_dump(), max_length_used=max_length, seeds=seeds))
     first = outcomes[0]
+    submission = _predict_test(task_name, first.model_dir, tokenizer, max_length, hp, spec) if predict else {}
     for k, v in first.metrics.items():
         if isinstance(v, (int, float)) and k != "first_step_at":
             c.log_metric(run_id, f"final_{k}", float(v))
@@ -161,4 +170,20 @@ def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *
             "predictions": scores.predictions, "seed_scores": scores.seed_scores, "setup": setup,
             "model_dir": first.model_dir, "run_id": run_id, "max_length": max_length, "reused_seeds": reused,
             "final_step": first.final_step, "resumed_from_step": first.resumed_from_step,
-            "examples_per_s": first.metrics.get("examples_per_s"), "first_step_at": first.metrics.get("first_step_at")}
+            "examples_per_s": first.metrics.get("examples_per_s"), "first_step_at": first.metrics.get("first_step_at"),
+            "submission": submission}
+
+
+def _predict_test(task_name: str, model_dir: str, tokenizer: Any, max_length: int, hp: FinetuneSpec,
+                  spec: GlueSpec) -> dict[str, str]:
+    """Leaderboard files of one task (MNLI: matched, mismatched and AX): submission name -> TSV text."""
+    from cluster.train.finetune import encode
+    from tasks.glue.submission import format_predictions, load_test_rows, submission_lines
+    from tasks.glue.tasks import TASKS
+
+    regression = TASKS[task_name].is_regression
+    rows = load_test_rows(task_name, spec.data.dir)
+    encoded = {r.submission: encode(tokenizer, r.texts, [0] * len(r.indices), max_length, regression) for r in rows}
+    predictions, _ = job.predict_saved_model(model_dir, encoded, hp.eval_batch_size, regression)
+    return {r.submission: submission_lines(r.indices, format_predictions(task_name, predictions[r.submission]))
+            for r in rows}

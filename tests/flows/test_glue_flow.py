@@ -53,6 +53,12 @@ def write_glue_dir(root):
         rows = [head] + [f"{i}\tmain-news\tf\t2012\t{i}\tnone\tnone\t{_sentence(i)}\t{_sentence(i + i % 3)}\t"
                          f"{(i % 6) * 0.8:.1f}" for i in range(n)]
         (sts / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    # Unlabelled test files in the release layout, for `--predict` (indices that are not 0..n-1, as GLUE's are).
+    (rte / "test.tsv").write_text("index\tsentence1\tsentence2\n" + "".join(
+        f"{100 + i}\t{_sentence(i + 2)}\t{_sentence(i, 3)}\n" for i in range(5)))
+    head = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2"
+    (sts / "test.tsv").write_text(head + "\n" + "".join(
+        f"{i}\tmain-news\tf\t2012\t{i}\tnone\tnone\t{_sentence(i)}\t{_sentence(i + 1)}\n" for i in range(4)))
     return root
 
 
@@ -349,3 +355,30 @@ def test_a_failure_after_training_keeps_every_result_and_the_rerun_does_not_retr
     assert again.exit_code == 0, again.output + repr(again.exception)
     assert json.loads((tmp_path / "m.json").read_text())["reused_seeds"] == {"rte": [5], "stsb": [5]}
     assert list_records("tiny-bert", "1", setup["uri"])[0].status == "complete"
+
+
+def test_predict_writes_the_leaderboard_zip_from_the_reused_jobs(setup, evaluated, tmp_path):
+    """`--predict` on the command the fixture ran: nothing retrains; the zip holds RTE.tsv (label names) and
+    STS-B.tsv (scores in 0..5), one row per test row under its own index, and is logged on the run."""
+    import zipfile
+
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(app, [
+        "glue", "models:/tiny-bert/1", "--tasks", "rte,stsb", "--data-dir", str(setup["glue_dir"]),
+        "--spec", str(setup["spec"]), "--epochs", "2", "--lr", "1e-3", "--metrics-json", str(out), "--predict"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    metrics = json.loads(out.read_text())
+    assert metrics["reused_seeds"] == {"rte": [42], "stsb": [42]}
+    path = metrics["submission"]
+    with zipfile.ZipFile(path) as z:
+        assert z.namelist() == ["RTE.tsv", "STS-B.tsv"]
+        rte = z.read("RTE.tsv").decode().splitlines()
+        sts = z.read("STS-B.tsv").decode().splitlines()
+    assert rte[0] == sts[0] == "index\tprediction"
+    assert [r.split("\t")[0] for r in rte[1:]] == ["100", "101", "102", "103", "104"]
+    assert {r.split("\t")[1] for r in rte[1:]} <= {"entailment", "not_entailment"}
+    assert len(sts) == 5 and all(0.0 <= float(r.split("\t")[1]) <= 5.0 for r in sts[1:])
+    from tasks.registry.evaluations import list_records
+
+    run_id = list_records("tiny-bert", "1", setup["uri"])[0].run_id
+    assert any(a.path.endswith(".zip") for a in MlflowClient(setup["uri"]).list_artifacts(run_id))
