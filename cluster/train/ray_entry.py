@@ -30,6 +30,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import tempfile
 import time
 import uuid
@@ -544,8 +545,13 @@ def run_finetuning(
     mlflow_run_id: str | None = None,
     mlflow_tracking_uri: str | None = None,
     fail_once_at_step: int | None = None,
+    selection: EncodedSplit | None = None,
+    task: str | None = None,
 ) -> FinetuneOutcome:
     """Fine-tune the pretrained folder `model_dir` on the encoded `train` rows and predict every split of `evals`.
+
+    With `spec.select: best`, `selection` (rows carved from train) picks the checkpoint by `task`'s score
+    (`finetune`'s model selection); the predictions and the saved model are the best checkpoint's.
 
     `train` and `evals` are encoded on the driver and shipped once through the object store. Checkpoints go to
     `<storage_path>/<run_name>/checkpoint_*`; rerunning with the same run name resumes from the latest one, a
@@ -562,6 +568,8 @@ def run_finetuning(
         "label_names": list(label_names),
         "train_ref": ray.put(train),
         "evals_ref": ray.put(evals),
+        "selection_ref": ray.put(selection) if selection is not None else None,
+        "task": task,
         "precision": scaling.precision,
         **_job_config(scaling, storage, run_name, mlflow_run_id, tracking_uri, fail_once_at_step),
     }
@@ -578,7 +586,7 @@ def run_finetuning(
     return FinetuneOutcome(
         run_name=run_name, final_step=int(metrics["step"]), model_dir=final_dir, predictions=predictions,
         metrics={k: metrics.get(k) for k in ("train_loss", "examples_per_s", "train_s", "examples_seen",
-                                             "first_step_at")},
+                                             "first_step_at", "best_step", "best_score", "stopped_early")},
         resumed_from_step=metrics.get("resumed_from_step"), restarted_from_step=metrics.get("restarted_from_step"),
         scores=scores,
     )
@@ -621,6 +629,7 @@ def _finetune_worker(config: dict[str, Any]) -> None:
 
     def on_step(m: dict[str, float]) -> None:
         first_step_at.setdefault("t", time.time())
+        state_step["n"] = m["step"]
         if logger:
             logger.log(m, m["step"])
             if m["step"] % max(1, total // 10) == 0 or m["step"] == total:
@@ -634,11 +643,30 @@ def _finetune_worker(config: dict[str, Any]) -> None:
                 marker.write_text(f"worker {rank} exited on purpose at step {at}\n")
                 os._exit(1)
 
+    selecting = config.get("selection_ref") is not None and spec.select == "best"
+    if selecting:
+        from tasks.glue.metrics import compute_metrics
+
+        selection = ray.get(config["selection_ref"])
+
+    def score_selection() -> float:  # the task's score on the carved-off rows (every rank: the same decision)
+        preds = predict_with_scores(raw, selection, spec.eval_batch_size, device, regression=regression,
+                                    autocast_dtype=amp)[0]
+        score = statistics.fmean(compute_metrics(config["task"], preds.tolist(), selection.labels.tolist()).values())
+        if logger:
+            logger.log({"selection_score": score}, int(state_step["n"]))
+        return score
+
+    evaluate = score_selection if selecting else None
+    state_step = {"n": 0}
+
     def on_checkpoint(state: Any, state_dicts: dict[str, Any]) -> None:
         if logger:
             logger.flush()
-        final = state.step >= state.total_steps
+        final = state.step >= state.total_steps or state.stopped_early
         metrics = {"step": state.step, "train_loss": state.last_loss, "examples_per_s": state.examples_per_s,
+                   "best_step": state.best_step, "best_score": state.best_score,
+                   "stopped_early": state.stopped_early if evaluate else None,
                    "train_s": state.train_s, "examples_seen": state.examples_seen,
                    "resumed_from_step": meta["resumed_from_step"], "restarted_from_step": meta.get("restarted_from_step"),
                    "first_step_at": first_step_at.get("t")}
@@ -663,7 +691,8 @@ def _finetune_worker(config: dict[str, Any]) -> None:
         checkpointed["any"] = True
 
     finetune(model, train, spec, device, regression=regression, resume=resume, on_step=on_step,
-             on_checkpoint=on_checkpoint, is_ddp=world > 1, rank=rank, world_size=world, autocast_dtype=amp)
+             on_checkpoint=on_checkpoint, is_ddp=world > 1, rank=rank, world_size=world, autocast_dtype=amp,
+             evaluate=evaluate)
     if logger:
         logger.flush()
 

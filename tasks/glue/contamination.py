@@ -1,11 +1,15 @@
 """Benchmark contamination: which GLUE evaluation examples share a 13-gram with the pretraining corpus.
 
 The method is GPT-3's (Brown et al. 2020, appendix C): text is lower-cased, punctuation is dropped and
-the rest split into words; an evaluation example is *dirty* if any of its text fields shares an n-gram
-(n = 13) with any training document. A field shorter than n words has no n-gram; by default
-(`short_fields="whole"`) it is dirty when the whole field occurs contiguously in one training document,
-as GPT-3 did, and with `short_fields="skip"` it can never be dirty. N-grams never span two fields of a
-pair task, nor two documents.
+the rest split into words; an evaluation example is *dirty* if it shares an n-gram (n = 13) with any
+training document. A pair task's example is matched whole (`pairs="whole_example"`, the default): its two
+fields are one run of words, so n-grams may cross from the first sentence into the second, and an example
+shorter than n words is dirty only when all of it occurs contiguously in one document. A short hypothesis
+such as "He refused." then no longer flags every document that contains those two words.
+`pairs="each_field"` matches field by field as before (a named option, not the default). Text shorter than n
+words has no n-gram; by default (`short_fields="whole"`) it is dirty when it occurs whole in one training
+document, as GPT-3 did, and with `short_fields="skip"` it can never be dirty. N-grams never span two
+documents.
 
 Memory follows the evaluation sets, not the corpus: `EvalNgramIndex` hashes the evaluation n-grams
 (64-bit) into sorted arrays, and `scan()` streams corpus documents past them in batches, so a corpus of
@@ -25,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -33,6 +37,7 @@ import xxhash
 from fsspec.core import url_to_fs
 
 ShortFields = Literal["whole", "skip"]
+PairMatching = Literal["whole_example", "each_field"]
 
 NGRAM = 13  # GPT-3 appendix C's n-gram size: long enough that a shared 13-gram is rarely chance
 
@@ -156,11 +161,14 @@ class EvalNgramIndex:
         examples: Mapping[str, Sequence[Sequence[str]]],
         n: int = NGRAM,
         short_fields: ShortFields = "whole",
+        pairs: PairMatching = "whole_example",
     ) -> None:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if short_fields not in ("whole", "skip"):
             raise ValueError(f"short_fields must be 'whole' or 'skip', got {short_fields!r}")
+        if pairs not in ("whole_example", "each_field"):
+            raise ValueError(f"pairs must be 'whole_example' or 'each_field', got {pairs!r}")
         self.n = n
         self.short_fields: ShortFields = short_fields
         self.documents_scanned = 0
@@ -168,15 +176,18 @@ class EvalNgramIndex:
         self._keys = list(examples)
         self._offsets = np.cumsum([0] + [len(examples[k]) for k in self._keys])  # (R+1,) global id ranges
 
-        # Every field becomes one segment; its global example id says whom a hit belongs to.
+        # Every example (whole_example) or field (each_field) becomes one segment; its global example id says
+        # whom a hit belongs to.
         field_words: list[str] = []
         field_len: list[int] = []
         field_example: list[int] = []
         g = 0
         for key in self._keys:
             for example in examples[key]:
-                for field in example:
-                    w = words(field or "")  # a missing field (None) has no words
+                fields = [words(f or "") for f in example]  # a missing field (None) has no words
+                if pairs == "whole_example":
+                    fields = [[w for f in fields for w in f]]
+                for w in fields:
                     field_words.extend(w)
                     field_len.append(len(w))
                     field_example.append(g)
@@ -229,11 +240,17 @@ class EvalNgramIndex:
         for m, hashes, _ in _ngram_hashes(h, np.asarray(lengths, dtype=np.int64), self._sizes):
             self._sizes[m].mark(hashes)
 
-    def results(self) -> dict[str, ContaminationResult]:
-        """Per result key: how many examples, how many are dirty, and which (sorted indices)."""
+    def dirty_mask(self) -> np.ndarray:
+        """(examples,) bool over every example of every key, in the order given: found in the corpus so far."""
         dirty = np.zeros(int(self._offsets[-1]), dtype=bool)
         for index in self._sizes.values():
             dirty[index.entry_example[index.found[index.entry_key]]] = True
+        return dirty
+
+    def results(self, dirty: np.ndarray | None = None) -> dict[str, ContaminationResult]:
+        """Per result key: how many examples, how many are dirty, and which (sorted indices). `dirty`: a mask
+        from `dirty_mask()` (several scans' masks OR-ed), else this index's own."""
+        dirty = self.dirty_mask() if dirty is None else dirty
         out: dict[str, ContaminationResult] = {}
         for r, key in enumerate(self._keys):
             lo, hi = int(self._offsets[r]), int(self._offsets[r + 1])
@@ -243,41 +260,30 @@ class EvalNgramIndex:
         return out
 
 
+def curated_shards(curated_dir: str) -> list[str]:
+    """`<curated_dir>/data/*.parquet` (the curate stage's shards) in name order; FileNotFoundError when none."""
+    fs, root = url_to_fs(f"{curated_dir.rstrip('/')}/data")
+    paths = sorted(fs.glob(f"{root}/*.parquet"))
+    if not paths:
+        raise FileNotFoundError(f"no data/*.parquet under {curated_dir}: run `lmpipe curate` first")
+    return [fs.unstrip_protocol(p) for p in paths]
+
+
+def iter_shard_documents(paths: Iterable[str], batch_rows: int = 1024) -> Iterator[str]:
+    """The `text` column of the given Parquet shards, streamed `batch_rows` rows at a time."""
+    for path in paths:
+        fs, p = url_to_fs(path)
+        with fs.open(p, "rb") as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=["text"]):
+                yield from batch.column(0).to_pylist()
+
+
 def iter_curated_documents(curated_dir: str, batch_rows: int = 1024) -> Iterator[str]:
     """The `text` column of `<curated_dir>/data/*.parquet` (the curate stage's shards), streamed.
 
     Shards are read in name order, `batch_rows` rows at a time, so memory stays at one batch however
     large the corpus is. Raises FileNotFoundError when there is no shard.
     """
-    fs, root = url_to_fs(f"{curated_dir.rstrip('/')}/data")
-    paths = sorted(fs.glob(f"{root}/*.parquet"))
-    if not paths:
-        raise FileNotFoundError(f"no data/*.parquet under {curated_dir}: run `lmpipe curate` first")
-    for path in paths:
-        with fs.open(path, "rb") as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=["text"]):
-                yield from batch.column(0).to_pylist()
+    yield from iter_shard_documents(curated_shards(curated_dir), batch_rows)
 
 
-
-def scan_dev_sets(curated_dir: str, task_names: Sequence[str], spec: Any,
-                  max_eval: Mapping[str, int | None]) -> dict[str, dict[str, Any]]:
-    """n-gram overlap of the curated corpus with every dev split scored (`spec`: the GlueSpec; `max_eval`: each
-    task's `max_eval_examples`): result key -> {n_examples, n_contaminated, rate, contaminated, examples}."""
-    from tasks.glue.data import load_glue_split
-    from tasks.glue.tasks import TASKS, result_key
-
-    examples = {}
-    for name in task_names:
-        for split in TASKS[name].eval_splits:
-            ex = load_glue_split(name, split, spec.data.dir, hub_repo=spec.data.hub_repo)
-            ex = ex.head(max_eval[name]) if max_eval.get(name) else ex
-            examples[result_key(name, split)] = list(zip(*ex.texts))
-    index = EvalNgramIndex(examples, n=spec.contamination.ngram, short_fields=spec.contamination.short_fields)
-    index.scan(iter_curated_documents(curated_dir))
-    out = {}
-    for key, r in index.results().items():
-        out[key] = {"n_examples": r.n_examples, "n_contaminated": r.n_contaminated, "rate": r.rate,
-                    "contaminated": list(r.contaminated),
-                    "examples": [" ||| ".join(examples[key][i]) for i in list(r.contaminated)[:5]]}
-    return out

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -76,6 +76,11 @@ class GlueExamples:
             raise ValueError(f"head(n) needs n >= 0, got {n}")
         return dataclasses.replace(self, texts=tuple(col[:n] for col in self.texts), labels=self.labels[:n])
 
+    def take(self, rows: Sequence[int]) -> GlueExamples:
+        """The given rows, in that order."""
+        return dataclasses.replace(self, texts=tuple([col[i] for i in rows] for col in self.texts),
+                                   labels=[self.labels[i] for i in rows])
+
     def to_dataframe(self) -> pandas.DataFrame:
         """The rows as a DataFrame with the HF text column names and "label"."""
         import pandas as pd
@@ -101,17 +106,21 @@ def split_file(task: str, split: str, data_dir: str | Path) -> Path:
 
 
 def load_glue_split(
-    task: str, split: str, data_dir: str | Path | None = None, *, hub_repo: str = "nyu-mll/glue"
+    task: str, split: str, data_dir: str | Path | None = None, *, hub_repo: str = "nyu-mll/glue",
+    hub_revision: str | None = None,
 ) -> GlueExamples:
     """Load one GLUE split: from `data_dir` (layout detected from the file) or, when it is None, from the Hub.
 
-    The Hub path calls `datasets.load_dataset(hub_repo, task, split=split)`; `hub_repo` may also be a local
-    folder laid out like the Hub repo (README.md `configs:` + parquet files), which loads offline.
+    The Hub path resolves `hub_revision` (None = main) to its commit (`hub_commit`) and calls
+    `datasets.load_dataset(hub_repo, task, split=split, revision=<commit>)`; the source names the commit
+    (`hf://<repo>@<sha>/<task>/<split>`). `hub_repo` may also be a local folder laid out like the Hub repo
+    (README.md `configs:` + parquet files), which loads offline and has no revision. Label names the dataset
+    declares (a `ClassLabel`) must be the task's, in its order.
     """
     spec = _task(task)
     _check_split(spec, split)
     if data_dir is None:
-        return _load_hub(spec, split, hub_repo)
+        return _load_hub(spec, split, hub_repo, hub_revision)
     path = split_file(task, split, data_dir)
     if not path.parent.is_dir():
         raise GlueDataError(f"GLUE {task} {split}: task folder {path.parent} not found; expected the file {path}")
@@ -233,14 +242,34 @@ def _load_tsv(spec: GlueTask, split: str, path: Path) -> GlueExamples:
     return GlueExamples(spec.name, split, texts, labels, str(path), digest, layout_name)
 
 
-def _load_hub(spec: GlueTask, split: str, hub_repo: str) -> GlueExamples:
+def hub_commit(hub_repo: str, revision: str | None) -> str | None:
+    """The commit `revision` of hub dataset `hub_repo` points to (offline: the HF cache's ref); None for a local
+    folder. GlueDataError with the fix when it cannot be resolved."""
+    from tasks.sources.hf_identity import UnresolvedRevision, resolve_revision
+
+    if Path(hub_repo).is_dir():
+        return None
+    if revision and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
+        return revision
+    try:
+        return resolve_revision(hub_repo, revision)
+    except UnresolvedRevision as e:
+        raise GlueDataError(f"{e} (GLUE: set data.hub_revision in the spec)") from None
+
+
+def _load_hub(spec: GlueTask, split: str, hub_repo: str, revision: str | None = None) -> GlueExamples:
     import datasets  # heavy; only the hub path needs it
 
-    source = f"hf://{hub_repo}/{spec.name}/{split}"
-    ds = datasets.load_dataset(hub_repo, spec.name, split=split)
+    commit = hub_commit(hub_repo, revision)
+    source = f"hf://{hub_repo}{f'@{commit}' if commit else ''}/{spec.name}/{split}"
+    ds = datasets.load_dataset(hub_repo, spec.name, split=split, **({"revision": commit} if commit else {}))
     missing = [c for c in (*spec.text_columns, "label") if c not in ds.column_names]
     if missing:
         raise GlueDataError(f"{source}: columns {missing} missing (has {ds.column_names})")
+    declared = getattr(ds.features.get("label"), "names", None)
+    if declared is not None and list(declared) != list(spec.label_names):
+        raise GlueDataError(f"{source}: label names {list(declared)} are not {spec.name}'s {list(spec.label_names)} "
+                            "(in that order): the label ids would mean other classes")
     parse_label = _label_parser(spec, "score" if spec.is_regression else "id")
     labels = []
     for row, value in enumerate(ds["label"], start=1):

@@ -46,6 +46,7 @@ def finish_evaluation(ctx: EvaluationContext, per_task: dict[str, Any],
     """Score, check contamination, report and store the record: (the summary the flow returns, the markdown
     report, the table rows)."""
     from tasks.common.faults import fault_point
+    from tasks.glue.contamination_scan import clean_subset_scores
     from tasks.glue.gate import EvalRecord
     from tasks.glue.metrics import glue_score
     from tasks.glue.protocol import EvalSetup
@@ -69,8 +70,14 @@ def finish_evaluation(ctx: EvaluationContext, per_task: dict[str, Any],
     if ctx.spec.contamination.enabled and base.curated_dir and os.path.isdir(base.curated_dir) and contamination_fn:
         contamination = contamination_fn(base.curated_dir, names, ctx.spec,
                                          {t: ctx.hps[t].max_eval_examples for t in names})
+        clean = clean_subset_scores(contamination, {k: v for t in names for k, v in per_task[t]["predictions"].items()})
         for key, r in contamination.items():
             c.log_metric(parent_id, f"contamination_rate_{key}", r["rate"])
+            if key in clean:  # the score on the dev rows the corpus does not hold
+                r["clean"] = clean[key]
+                for metric, value in clean[key].items():
+                    c.log_metric(parent_id, f"{key}_{metric}_clean" if metric != "n_clean" else f"{key}_n_clean",
+                                 value)
         c.log_dict(parent_id, contamination, "contamination.json")
     elif ctx.spec.contamination.enabled and logger is not None:
         logger.info("contamination check skipped: %s names no curated corpus on this machine", ctx.model)
@@ -99,7 +106,8 @@ def finish_evaluation(ctx: EvaluationContext, per_task: dict[str, Any],
     setup = EvalSetup(tasks=tuple(names), per_task={t: per_task[t]["setup"] for t in names},
                       spec_fingerprint=ctx.spec_fingerprint,
                       spec_path=os.path.abspath(ctx.spec_path) if ctx.spec_path else None,
-                      full=set(ctx.spec.tasks) <= set(names))
+                      full=set(ctx.spec.tasks) <= set(names),
+                      extra={"contamination": {k: r["rate"] for k, r in contamination.items()}} if contamination else {})
     record = EvalRecord(
         version=base.version or "local", status="complete", tasks=tuple(names), results=scores_only,
         setup=setup, baselines={k: v for t in names for k, v in per_task[t]["baselines"].items()},
@@ -110,7 +118,56 @@ def finish_evaluation(ctx: EvaluationContext, per_task: dict[str, Any],
         c.set_model_version_tag(base.name, base.version, "glue_score", f"{score:.4f}")
     else:  # a local folder: the record and predictions still land on the run, for the report and the user
         log_record_files(c, record, predictions, score)
+    publish_model_cards(ctx, per_task, record, predictions, score, contamination)
     return summary, report, table
+
+
+def publish_model_cards(ctx: EvaluationContext, per_task: dict[str, Any], record: Any, predictions: dict,
+                        score: float, contamination: dict | None) -> None:
+    """A model card (`tasks.glue.model_card`) for the base version and every task model: the MLflow version
+    description, and README.md on the run that logged it."""
+    from tasks.glue.model_card import CardFacts, data_card_summary, model_card
+    from tasks.glue.tasks import result_keys
+    from tasks.registry.evaluations import task_model_name
+
+    c, base = ctx.client, ctx.base
+    intervals = _intervals(predictions, ctx.spec)
+    common = {"lineage": dict(c.get_run(ctx.parent_id).data.tags), "baselines": record.baselines,
+              "contamination": contamination, "data_card": data_card_summary(base.curated_dir),
+              "n_eval": {k: n for t in ctx.task_names for k, n in per_task[t]["setup"].n_eval.items()}}
+    base_card = model_card(CardFacts(
+        name=base.name, version=base.version, model_uri=ctx.model, results=record.results, intervals=intervals,
+        glue_score=score, protocol={t: per_task[t]["setup"].protocol for t in ctx.task_names}, **common))
+    c.log_text(ctx.parent_id, base_card, "README.md")
+    if base.version:
+        c.update_model_version(base.name, base.version, description=base_card)
+    for t in ctx.task_names:
+        out, name = per_task[t], task_model_name(base.name, t)
+        card = model_card(CardFacts(
+            name=name, version=out.get("registered_version"), model_uri=out.get("registered", name), task=t,
+            results={k: record.results[k] for k in result_keys(t) if k in record.results},
+            intervals={t: intervals[t]} if t in intervals else {}, protocol={t: out["setup"].protocol}, **common))
+        c.log_text(out["run_id"], card, "README.md")
+        if out.get("registered_version"):
+            c.update_model_version(name, out["registered_version"], description=card)
+
+
+def _intervals(predictions: dict, spec: GlueSpec) -> dict[str, tuple[float, float]]:
+    """task (and "glue") -> the 95% paired-bootstrap interval of this model's score on the dev rows."""
+    import numpy as np
+
+    from tasks.glue.bootstrap import paired_bootstrap
+
+    labels = {k: np.asarray(v[0], dtype=float) for k, v in predictions.items()}
+    mine = {k: np.asarray(list(v[1].values()), dtype=float) for k, v in predictions.items()}
+    try:
+        b = paired_bootstrap(labels, {"model": mine}, n_resamples=spec.gate.bootstrap_resamples,
+                             seed=spec.gate.bootstrap_seed)
+    except ValueError:
+        return {}
+    out = {t: (b.interval("model", t).low, b.interval("model", t).high) for t in b.points["model"]}
+    glue = b.glue_interval("model")
+    return {**out, "glue": (glue.low, glue.high)}
 
 
 def _report(summary: dict[str, Any], base: Any, champion: Any, contamination: dict | None, c: Any,

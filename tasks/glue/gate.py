@@ -89,12 +89,15 @@ def decide(
     require: Require = "point",
     evidence: Bootstrap | None = None,
     floor: bool = True,
+    max_contamination: float | None = None,
 ) -> Decision:
     """Promote the candidate over the champion, or refuse and say why (rules in the module docstring).
 
     champion=None means there is no champion yet; a champion that was never evaluated should come as an
     EvalRecord with a status other than "complete", so it is refused rather than silently replaced.
-    `margin` None is "auto" (module docstring); `floor=False` skips rule 4 (plumbing tests only). Unknown names in `tasks`, a negative margin or an unknown
+    `margin` None is "auto" (module docstring); `floor=False` skips rule 4 (plumbing tests only);
+    `max_contamination` (a fraction) refuses a candidate any of whose compared dev sets has more of its
+    examples in the pretraining corpus, or whose contamination was not checked. Unknown names in `tasks`, a negative margin or an unknown
     `require` raise ValueError (a configuration error); everything wrong with the records is a refusal.
     """
     if margin is not None and not (math.isfinite(margin) and margin >= 0):
@@ -142,6 +145,10 @@ def decide(
         return refuse(below, wanted, cand)
     if not floor:
         checks.append("floor: off (gate.floor: false)")
+    if max_contamination is not None:
+        dirty = _check_contamination(candidate, wanted, max_contamination, checks)
+        if dirty is not None:
+            return refuse(dirty, wanted, cand)
     if champion is None:
         beats = "beats every trivial baseline" if floor else "was not checked against the baselines (floor off)"
         return Decision(True, f"Promoted: candidate {v} scores GLUE {_pts(cand)} {on}, {beats}, and there is "
@@ -253,6 +260,21 @@ def _seed_spread(records: Sequence[EvalRecord], tasks: Sequence[str]) -> float |
         if per_seed and all(len(s) >= 2 and len(s) == len(per_seed[0]) for s in per_seed):
             spreads.append(float(np.std(np.mean(per_seed, axis=0), ddof=1)))
     return max(spreads) if spreads else None
+
+
+def _check_contamination(candidate: EvalRecord, wanted: Sequence[str], limit: float,
+                         checks: list[str]) -> str | None:
+    """None when every compared dev set's contamination rate (recorded in the setup) is at most `limit`."""
+    rates = (candidate.setup.extra or {}).get("contamination") if candidate.setup else None
+    if rates is None:
+        return (f"gate.max_contamination is {limit:.1%} but candidate {candidate.version}'s contamination was not "
+                "checked (its lineage names no curated corpus here, or contamination.enabled is false)")
+    for key in (k for t in wanted for k in result_keys(t)):
+        if key in rates and rates[key] > limit:
+            return (f"{rates[key]:.1%} of {key}'s dev examples occur in the pretraining corpus, over "
+                    f"gate.max_contamination {limit:.1%}; score on a clean dev set or decontaminate the corpus")
+    checks.append(f"contamination: every dev set at most {limit:.1%}")
+    return None
 
 
 def _glue_command(record: EvalRecord, tasks: Sequence[str], like: EvalRecord | None = None) -> str:

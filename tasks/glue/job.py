@@ -42,10 +42,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TaskData:
-    """A task's training rows and its dev splits, cut as the spec says."""
+    """A task's training rows, the rows carved off them for model selection, and its dev splits."""
 
     train: GlueExamples
     evals: dict[str, GlueExamples]
+    selection: GlueExamples | None = None
 
     def identities(self) -> dict[str, str]:
         """split -> "sha256:<hex>" of the file read, or "hub:<source>"."""
@@ -55,14 +56,30 @@ class TaskData:
 
 def load_task_data(task_name: str, hp: FinetuneSpec, spec: GlueSpec) -> TaskData:
     """The task's train split (first `max_train_examples` rows) and dev splits (first `max_eval_examples`)."""
-    train = load_glue_split(task_name, "train", spec.data.dir, hub_repo=spec.data.hub_repo)
+    hub = {"hub_repo": spec.data.hub_repo, "hub_revision": spec.data.hub_revision}
+    train = load_glue_split(task_name, "train", spec.data.dir, **hub)
     if hp.max_train_examples:
         train = train.head(hp.max_train_examples)
+    train, selection = carve_selection(train, hp.selection_fraction, hp.selection_seed)
     evals = {}
     for split in TASKS[task_name].eval_splits:
-        ex = load_glue_split(task_name, split, spec.data.dir, hub_repo=spec.data.hub_repo)
+        ex = load_glue_split(task_name, split, spec.data.dir, **hub)
         evals[split] = ex.head(hp.max_eval_examples) if hp.max_eval_examples else ex
-    return TaskData(train, evals)
+    return TaskData(train, evals, selection)
+
+
+def carve_selection(train: GlueExamples, fraction: float, seed: int) -> tuple[GlueExamples, GlueExamples | None]:
+    """(the rows to train on, the rows to select the checkpoint on): a seeded `fraction` of `train` (at least
+    one row), both in file order; (train, None) for fraction 0. Never the dev rows."""
+    if fraction <= 0:
+        return train, None
+    import numpy as np
+
+    n = len(train)
+    k = min(n - 1, max(1, round(fraction * n)))
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(seed).permutation(n)[:k]] = True
+    return train.take(np.flatnonzero(~held).tolist()), train.take(np.flatnonzero(held).tolist())
 
 
 def training_fingerprint(model_fingerprint: str | None, task_name: str, hp: FinetuneSpec, max_length: int,

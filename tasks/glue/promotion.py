@@ -55,7 +55,7 @@ def run_gate(name: str, *, gate: GateSpec, tracking_uri: str, version: str | Non
             or EvalRecord(champion_version, "missing", (), {}, model=name)
     evidence = _evidence(candidate, champion, wanted, gate, tracking_uri)
     decision = decide(candidate, champion, margin=margin_value, tasks=wanted, require=gate.require,
-                      evidence=evidence, floor=gate.floor)
+                      evidence=evidence, floor=gate.floor, max_contamination=gate.max_contamination)
     moved: list[str] = []
     if decision.promote:
         try:

@@ -101,6 +101,8 @@ def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *
     regression = glue_task.is_regression
     train_enc = encode(tokenizer, data.train.texts, data.train.labels, max_length, regression)
     eval_enc = {s: encode(tokenizer, ex.texts, ex.labels, max_length, regression) for s, ex in data.evals.items()}
+    selection_enc = (encode(tokenizer, data.selection.texts, data.selection.labels, max_length, regression)
+                     if data.selection is not None else None)
 
     splits = [("train", data.train), *data.evals.items()]
     data_tags = {f"lmpipe.data.{split}.path": ex.source for split, ex in splits}
@@ -110,7 +112,8 @@ def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *
         "mlflow.parentRunId": parent_run_id, "lmpipe.glue.task": task_name, **lineage, **data_tags}).info.run_id
     params = {**{k: str(v) for k, v in hp.model_dump().items()}, "max_length_used": str(max_length),
               "n_train": str(len(data.train)), "num_workers": str(spec.scaling.num_workers),
-              "seeds": ",".join(map(str, seeds))}
+              "seeds": ",".join(map(str, seeds)),
+              "n_selection": str(len(data.selection) if data.selection is not None else 0)}
     c.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
 
     storage = storage_root(spec)
@@ -131,7 +134,7 @@ def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *
                     model_dir=base.hf_dir, tokenizer_dir=tokenizer_dir, train=train_enc, evals=eval_enc,
                     label_names=list(glue_task.label_names), spec=seed_hp, scaling=spec.scaling, run_name=run_name,
                     storage_path=storage, mlflow_run_id=train_run, mlflow_tracking_uri=tracking_uri,
-                    fail_once_at_step=int(fail_at) if fail_at else None)
+                    fail_once_at_step=int(fail_at) if fail_at else None, selection=selection_enc, task=task_name)
 
             outcomes.append(job.run_seed(
                 task_name=task_name, seed=seed, hp=seed_hp, eval_fp=eval_fp, jobs_root=jobs_root, storage=storage,

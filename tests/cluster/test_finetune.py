@@ -161,3 +161,66 @@ def test_regression_head_trains(base):
     pred = predict(model, data, 16, "cpu", regression=True)
     assert np.corrcoef(pred, data.labels)[0, 1] > 0.9
     assert isinstance(data, EncodedSplit)
+
+
+def test_select_best_keeps_the_best_weights_and_early_stopping_stops(base):
+    """A scripted selection score (best at the 2nd evaluation): the model returned is the one of that step, and
+    with patience 2 training stops two evaluations later; a resume keeps the best weights."""
+    data = _data(base, 32)
+    spec = FinetuneSpec(lr=1e-3, epochs=4, batch_size=8, seed=0, select="best", selection_fraction=0.1,
+                        eval_every=2)
+    scores = iter([0.1, 0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
+    snapshots = {}
+    model = load_classifier(str(base), 2, ["neg", "pos"], seed=0)
+
+    def evaluate():
+        snapshots[len(snapshots)] = {k: v.clone() for k, v in model.state_dict().items()}
+        return next(scores)
+
+    state = finetune(model, data, spec, "cpu", regression=False, evaluate=evaluate)
+    assert (state.best_step, state.best_score, state.step, state.stopped_early) == (4, 0.9, 16, False)
+    for k, v in model.state_dict().items():  # evaluation 2 (step 4) is what came back
+        assert torch.equal(v, snapshots[1][k]), k
+
+    stopping = spec.model_copy(update={"early_stopping_patience": 2})
+    scores = iter([0.1, 0.9, 0.5, 0.4, 0.3])
+    model = load_classifier(str(base), 2, ["neg", "pos"], seed=0)
+    snapshots.clear()
+    state = finetune(model, data, stopping, "cpu", regression=False, evaluate=evaluate)
+    assert (state.best_step, state.step, state.stopped_early) == (4, 8, True)  # evaluations at 2, 4, 6, 8
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[1][k]), k
+
+    # A crash after step 6's checkpoint: the resumed run still returns step 4's weights.
+    saved = {}
+
+    class Stop(Exception):
+        pass
+
+    def on_checkpoint(st, dicts):
+        if st.step == 6:
+            saved.update({k: v for k, v in dicts.items()})
+            raise Stop
+
+    scores = iter([0.1, 0.9, 0.5])
+    model = load_classifier(str(base), 2, ["neg", "pos"], seed=0)
+    snapshots.clear()
+    with pytest.raises(Stop):
+        finetune(model, data, stopping.model_copy(update={"checkpoint_every": 6}), "cpu", regression=False,
+                 evaluate=evaluate, on_checkpoint=on_checkpoint)
+    best_at_4 = snapshots[1]
+    assert saved["state"]["best_step"] == 4 and set(saved["best"]) == set(best_at_4)
+    scores = iter([0.4])  # step 8: the second evaluation without improvement stops
+    resumed = load_classifier(str(base), 2, ["neg", "pos"], seed=5)
+    state = finetune(resumed, data, stopping.model_copy(update={"checkpoint_every": 6}), "cpu", regression=False,
+                     evaluate=evaluate, resume=saved)
+    assert (state.step, state.stopped_early, state.best_step) == (8, True, 4)
+    for k, v in resumed.state_dict().items():
+        assert torch.equal(v, best_at_4[k]), k
+
+
+def test_selection_settings_are_checked():
+    with pytest.raises(ValueError, match="selection_fraction"):
+        FinetuneSpec(select="best")
+    with pytest.raises(ValueError, match="select: best"):
+        FinetuneSpec(early_stopping_patience=2, selection_fraction=0.1)

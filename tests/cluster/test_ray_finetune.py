@@ -72,3 +72,27 @@ def test_failed_job_resumes_from_its_checkpoint(ray_local, base, tmp_path):
     again = _run(base, tmp_path, spec, no_retry, "ft-fail")  # the rerun of the same job
     assert again.resumed_from_step == 6 and again.final_step == 10
     assert again.metrics["examples_seen"] == 80  # the checkpoint's count carried on, not restarted
+
+
+def test_select_best_on_carved_rows_with_early_stopping_on_two_workers(ray_local, base, tmp_path):
+    """`select: best` on rows carved from train (labels flipped, so later, better-fitted checkpoints score
+    worse there): training stops early, both ranks agree, and the saved model and predictions are the best
+    checkpoint's, not the last."""
+    tok = AutoTokenizer.from_pretrained(base)
+    held_texts = [(POS if i % 2 else NEG)[i % 3] for i in range(12)]
+    selection = encode(tok, (held_texts,), [1 - i % 2 for i in range(12)], 16, regression=False)
+    spec = FinetuneSpec(lr=3e-3, epochs=10, batch_size=8, checkpoint_every=100, seed=0, select="best",
+                        selection_fraction=0.2, eval_every=2, early_stopping_patience=2)
+    scaling = GlueScalingSpec(num_workers=2, cpus_per_worker=0.5, max_failures=0)
+    out = _run(base, tmp_path, spec, scaling, "ft-select", selection=selection, task="sst2")
+    total = schedule(40, spec)[1]
+    assert out.metrics["stopped_early"] and out.final_step < total
+    best = out.metrics["best_step"]
+    assert best is not None and out.final_step == best + 2 * 2  # two evaluations without improvement
+    from cluster.train.finetune import predict
+
+    model = AutoModelForSequenceClassification.from_pretrained(out.model_dir).eval()
+    data = _data(base)
+    preds = [int(p) for p in out.predictions["validation"]]
+    assert predict(model, data, 16, "cpu", regression=False).tolist() == preds  # the saved model is the scored one
+    assert sum(p == i % 2 for i, p in enumerate(preds)) < 40  # an early checkpoint, not the fully fitted last one

@@ -71,6 +71,7 @@ def setup(tmp_path_factory):
     pq.write_table(pa.table({"id": ["books/1", "books/2"], "text": [f"Once upon a time. {PLANTED.capitalize()}!",
                                                                      "nothing to see here at all"]}),
                    curated / "data" / "shard-00000-of-00001.parquet")
+    (curated / "DATA_CARD.md").write_text("# Data card: t\n\n- Documents in: **2**; kept: **2**\n\n## Languages\n")
     client = MlflowClient(uri)
     exp = client.create_experiment("pretrain", artifact_location=(root / "artifacts").as_uri())
     versions = []
@@ -141,6 +142,15 @@ def test_mlflow_runs_lineage_and_base_version(setup, evaluated):
     assert client.get_model_version("tiny-bert", "1").tags["glue_score"] == f"{evaluated['metrics']['glue_score']:.4f}"
     report = client.download_artifacts(parent.info.run_id, "glue_report.md", str(setup["root"]))
     assert "BERT-base" in open(report).read()
+    # Model cards: the version description and README.md on the run that logged the model, for all three.
+    card = client.get_model_version("tiny-bert", "1").description
+    assert card.startswith("---") and "# tiny-bert v1" in card and "95% interval" in card and "| rte |" in card
+    assert "- Documents in: **2**; kept: **2**" in card  # the curated corpus's data card summary
+    readme = client.download_artifacts(parent.info.run_id, "README.md", str(setup["root"] / "card"))
+    assert open(readme).read() == card
+    for task in ("rte", "stsb"):
+        task_card = client.get_model_version(f"tiny-bert-glue-{task}", "1").description
+        assert f"# tiny-bert-glue-{task} v1" in task_card and f"| {task} |" in task_card
 
 
 def test_task_models_load_by_alias_in_a_fresh_process(setup, evaluated):

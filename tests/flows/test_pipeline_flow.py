@@ -107,6 +107,8 @@ def test_full_pipeline_then_failed_stage_resumes(tmp_path, mlflow_uri):
     assert len(client.search_model_versions("name = 'pipe-a'")) == 2  # pretrain did not run again
 
 
+@pytest.mark.slow  # 252 s on the 2-core CI box; pretraining resume stays in the default suite through
+# tests/flows/test_pretrain_flow.py::test_interrupted_job_resumes_from_its_checkpoint and tests/faults
 def test_killed_during_pretraining_resumes_without_redoing_curation(tmp_path, mlflow_uri):
     spec = write_pipeline(tmp_path, "pipe-k", FIXTURES / "glue_sample", max_steps=60, checkpoint_every=10)
     env = os.environ.copy()  # no PREFECT_API_URL here: the command starts its own temporary server, as a user's

@@ -65,14 +65,26 @@ def test_short_field_whole_or_skip():
     assert dirty(ex, docs, short_fields="skip") == {"sst2": ()}
 
 
-def test_pair_task_either_field_and_no_span_across_fields():
+def test_pair_task_field_by_field_as_a_named_option():
     a, b = " ".join(W[:10]), " ".join(W[10:])
     ex = {"rte": [(a, SENT), (SENT, "no"), (a, b)]}
     # the doc holds SENT: examples 0 (second field) and 1 (first field) share its 13-grams; example 2's
     # fields are 10 words each, so under "whole" each counts dirty because it occurs whole in the doc
-    assert dirty(ex, [SENT]) == {"rte": (0, 1, 2)}
+    assert dirty(ex, [SENT], pairs="each_field") == {"rte": (0, 1, 2)}
     # with short fields skipped example 2 has no 13-gram: its two fields never join into one 20-word run
-    assert dirty(ex, [SENT], short_fields="skip") == {"rte": (0, 1)}
+    assert dirty(ex, [SENT], short_fields="skip", pairs="each_field") == {"rte": (0, 1)}
+
+
+def test_pair_task_matched_as_whole_examples():
+    """A short hypothesis no longer flags any document with its words: the example is matched whole."""
+    premise = " ".join(W[:10])  # 10 words the corpus does not hold contiguously with the hypothesis
+    ex = {"rte": [(premise, "He refused."), ("The cat sat.", "He refused."), (" ".join(W[:10]), " ".join(W[10:]))]}
+    docs = ["When asked to leave, he refused.", f"{FILLER} the cat sat. he refused! {FILLER}"]
+    assert dirty(ex, docs, pairs="each_field") == {"rte": (0, 1)}  # the old rule: "He refused." alone
+    # whole examples: 0 is 12 words and not in the corpus whole; 1 occurs whole (5 words, across the fields);
+    # 2's two 10-word halves are SENT's 20 words, whose 13-grams span the field boundary
+    assert dirty(ex, [*docs, SENT]) == {"rte": (1, 2)}
+    assert dirty(ex, [*docs, SENT], short_fields="skip") == {"rte": (2,)}
 
 
 def test_several_result_keys_keep_their_own_indices():
@@ -163,3 +175,29 @@ def test_real_sst2_dev_against_books_with_a_planted_sentence(shared_data: Path):
     index.scan(paragraphs)
     index.scan([f"Some review said: {planted} And more."])
     assert k in index.results()["sst2"].contaminated
+
+
+def test_parallel_scan_equals_serial_and_the_cache_is_keyed_on_corpus_dev_and_rules(tmp_path: Path):
+    from tasks.glue.contamination_scan import clean_subset_scores, scan_key, scan_parallel
+
+    shards = []
+    for i in range(3):
+        path = tmp_path / "data" / f"shard-{i:05d}-of-00003.parquet"
+        path.parent.mkdir(exist_ok=True)
+        docs = [FILLER, f"{FILLER} {SENT}" if i == 2 else FILLER, "a masterpiece ." if i == 1 else "x"]
+        pq.write_table(pa.table({"text": docs}), path)
+        shards.append(str(path))
+    ex = {"sst2": [("A masterpiece .",), (SENT,), ("nothing here",)], "rte": [(" ".join(W[:10]), " ".join(W[10:]))]}
+    rules = {"n": 13, "short_fields": "whole", "pairs": "whole_example"}
+    serial = scan_parallel(ex, shards, rules, workers=1)
+    assert scan_parallel(ex, shards, rules, workers=3) == serial
+    assert serial["sst2"].contaminated == (0, 1) and serial["rte"].contaminated == (0,)
+    key = scan_key(str(tmp_path), shards, ex, rules)
+    assert key == scan_key(str(tmp_path), shards, ex, dict(rules))
+    assert key != scan_key(str(tmp_path), shards, ex, {**rules, "pairs": "each_field"})
+    assert key != scan_key(str(tmp_path), shards, {**ex, "sst2": ex["sst2"][:2]}, rules)
+    pq.write_table(pa.table({"text": ["changed corpus, other size"]}), shards[0])
+    assert key != scan_key(str(tmp_path), shards, ex, rules)
+    found = {"sst2": {"contaminated": [0, 1]}}
+    clean = clean_subset_scores(found, {"sst2": ([1, 0, 1], {42: [0, 0, 1], 43: [1, 1, 0]})})
+    assert clean == {"sst2": {"accuracy": 0.5, "n_clean": 1}}  # row 2 only: seed 42 right, seed 43 wrong

@@ -397,3 +397,35 @@ def test_hub_path_offline(hub_repo):
 def test_hub_hidden_labels_are_an_error(hub_repo):
     with pytest.raises(GlueDataError, match=r"rte/validation: row 1: label '-1' is not a label id"):
         load_glue_split("rte", "validation", hub_repo=str(hub_repo))
+
+
+def test_hub_label_names_must_be_the_tasks(hub_repo):
+    """A dataset that declares its labels (ClassLabel) in another order would give ids other classes."""
+    import datasets
+
+    feats = datasets.Features({"question": datasets.Value("string"), "sentence": datasets.Value("string"),
+                               "label": datasets.ClassLabel(names=["not_entailment", "entailment"])})
+    (hub_repo / "qnli").mkdir()
+    datasets.Dataset.from_dict({"question": ["q"], "sentence": ["s"], "label": [0]}, features=feats).to_parquet(
+        str(hub_repo / "qnli" / "validation-00000-of-00001.parquet"))
+    readme = (hub_repo / "README.md").read_text()
+    (hub_repo / "README.md").write_text(readme.replace(
+        "configs:\n", "configs:\n- config_name: qnli\n  data_files:\n  - split: validation\n    path: qnli/validation-*\n", 1))
+    with pytest.raises(GlueDataError, match=r"label names \['not_entailment', 'entailment'\] are not qnli's"):
+        load_glue_split("qnli", "validation", hub_repo=str(hub_repo))
+
+
+def test_hub_revision_resolves_to_a_commit_offline_from_the_cache(tmp_path, monkeypatch):
+    from tasks.glue.data import hub_commit
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_commit("nyu-mll/glue", sha) == sha  # pinned: as given
+    with pytest.raises(GlueDataError, match="data.hub_revision"):
+        hub_commit("nyu-mll/glue", None)
+    refs = tmp_path / "datasets--nyu-mll--glue" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text(sha)
+    assert hub_commit("nyu-mll/glue", None) == sha
+    assert hub_commit(str(tmp_path), None) is None  # a local folder laid out like the hub has no revision

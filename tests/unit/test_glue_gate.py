@@ -267,3 +267,18 @@ def test_ci_without_predictions_is_refused():
     cand, champ, _ = _bootstrapped(n_better=25)
     d = decide(cand, champ, margin=0.0, require="ci", evidence=None)
     assert not d.promote and "per-example predictions" in d.reason
+
+
+def test_a_contamination_limit_refuses_a_dirty_or_unchecked_candidate():
+    def with_rates(rates):
+        cand = record("2", 0.9)
+        return dataclasses.replace(cand, setup=dataclasses.replace(cand.setup, extra={"contamination": rates}))
+
+    champ = record("1", 0.7)
+    assert decide(with_rates({"sst2": 0.0, "rte": 0.02}), champ, margin=0.0).promote  # no limit: as before
+    d = decide(with_rates({"sst2": 0.0, "rte": 0.02}), champ, margin=0.0, max_contamination=0.01)
+    assert not d.promote and "2.0% of rte's dev examples" in d.reason and "1.0%" in d.reason
+    d = decide(record("2", 0.9), champ, margin=0.0, max_contamination=0.01)
+    assert not d.promote and "was not checked" in d.reason
+    d = decide(with_rates({"sst2": 0.0, "rte": 0.005}), champ, margin=0.0, max_contamination=0.01)
+    assert d.promote and "contamination: every dev set at most 1.0%" in d.checks

@@ -106,3 +106,14 @@ def test_seeds_in_the_spec():
         GlueSpec(name="g", seeds=[1, 1])
     with pytest.raises(ValueError, match="drop the per-task seed"):
         GlueSpec(name="g", seeds=[1, 2], overrides={"rte": {"seed": 3}})
+
+
+def test_selection_rows_are_carved_from_train_seeded_and_disjoint():
+    train = GlueExamples("sst2", "train", ([f"s{i}" for i in range(20)],), [i % 2 for i in range(20)], "t", "x", "hf")
+    assert job.carve_selection(train, 0.0, 0) == (train, None)
+    rest, held = job.carve_selection(train, 0.25, 7)
+    assert len(held) == 5 and len(rest) == 15
+    assert sorted(rest.texts[0] + held.texts[0], key=lambda s: int(s[1:])) == train.texts[0]  # a partition
+    assert held.texts[0] == sorted(held.texts[0], key=lambda s: int(s[1:]))  # file order kept
+    assert job.carve_selection(train, 0.25, 7) == (rest, held)  # the same seed carves the same rows
+    assert job.carve_selection(train, 0.25, 8)[1] != held
