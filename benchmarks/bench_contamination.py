@@ -14,6 +14,12 @@ Sides interleaved, `--repeats` times; medians with [min–max]; MB/s counts the 
 by the cores each side uses (serial 1, parallel `--workers`).
 
 Run: `.venv/bin/python benchmarks/bench_contamination.py [--shards 4] [--mb 25] [--workers 2] [--repeats 3]`
+
+Measured 2026-12-03 on the 2-core box (idle), defaults: real SST-2 + RTE dev (1,149 examples), 100 MB of text
+from the real books in 4 shards; serial 6.0 [5.9–7.2] MB/s, parallel (2 processes) 10.3 [8.7–10.9] MB/s: 1.52x
+[1.45–1.74] wall, 0.76x [0.73–0.87] per core (each process builds the dev index and starts fresh); a rerun on the
+same corpus and dev rows reads the cache in 2.6 ms (38,418 MB/s equivalent, 6,251x). Both sides found the same
+examples (4 SST-2, 1 RTE: the planted ones and real overlaps with the books).
 """
 
 from __future__ import annotations
@@ -132,8 +138,8 @@ def main() -> None:
           f"{_fmt(ratio, '.2f') + 'x':>20}")
     print(f"{'scan, MB/s per core':26}{_fmt(serial, ',.1f'):>22}{_fmt([p / args.workers for p in parallel], ',.1f'):>22}"
           f"{_fmt([r / args.workers for r in ratio], '.2f') + 'x':>20}")
-    print(f"{'rerun (cache hit), MB/s':26}{'':22}{_fmt(cached, ',.0f'):>22}"
-          f"{_fmt([c / s for s, c in zip(serial, cached, strict=True)], ',.0f') + 'x':>20}")
+    print(f"{'rerun (cache hit), MB/s':26}{'':22}{_fmt(cached, ',.0f'):>26}"
+          f"  {_fmt([c / s for s, c in zip(serial, cached, strict=True)], ',.0f') + 'x'}")
 
 
 if __name__ == "__main__":
