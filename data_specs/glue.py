@@ -162,6 +162,23 @@ class ContaminationSpec(StrictModel):
     workers: int | None = Field(None, ge=1, description="Processes scanning shards at once; null = the cores.")
 
 
+class SearchSpec(StrictModel):
+    """A hyperparameter grid per task (the BERT paper's: lr {5e-5, 3e-5, 2e-5} x batch {16, 32} x epochs
+    {2, 3, 4}). Every trial is a fine-tuning job chosen on the rows carved from train, never on dev."""
+
+    lr: list[float] | None = Field(None, min_length=1, description="Peak learning rates to try.")
+    batch_size: list[int] | None = Field(None, min_length=1, description="Batch sizes to try.")
+    epochs: list[float] | None = Field(None, min_length=1, description="Epoch counts to try.")
+
+    def trials(self) -> list[dict[str, float | int]]:
+        """Every combination, lr slowest-varying: [{lr, batch_size, epochs}, ...] (only the axes given)."""
+        axes = [(k, v) for k, v in (("lr", self.lr), ("batch_size", self.batch_size), ("epochs", self.epochs)) if v]
+        out: list[dict[str, float | int]] = [{}]
+        for key, values in axes:
+            out = [{**t, key: v} for t in out for v in values]
+        return out
+
+
 class GlueSpec(StrictModel):
     """Fine-tune and score a model on GLUE tasks; gate the `champion` alias on the GLUE score."""
 
@@ -175,6 +192,10 @@ class GlueSpec(StrictModel):
     )
     overrides: dict[GlueTaskName, FinetuneOverride] = Field(
         default_factory=dict, description="Per-task changes to `defaults` (e.g. mrpc: {epochs: 5})."
+    )
+    search: SearchSpec | None = Field(
+        None, description="Grid-search each task on the carved-off rows (needs select: best), the first seed; the "
+        "chosen trial then runs every seed. null = the hyperparameters as given."
     )
     data: GlueDataSpec = Field(default_factory=GlueDataSpec)
     scaling: GlueScalingSpec = Field(default_factory=GlueScalingSpec)
@@ -205,6 +226,17 @@ class GlueSpec(StrictModel):
             if self.seeds is not None and override.seed is not None:
                 raise ValueError(f"overrides.{task}.seed and seeds both set: with `seeds`, every task runs each "
                                  "seed; drop the per-task seed")
+        return self
+
+    @model_validator(mode="after")
+    def _search_selects(self) -> GlueSpec:
+        if self.search is not None:
+            if not self.search.trials()[0]:
+                raise ValueError("search names no axis: give lr, batch_size or epochs lists")
+            for task in self.tasks:
+                if self.for_task(task).select != "best":
+                    raise ValueError(f"search needs select: best (and selection_fraction > 0) for {task}: trials "
+                                     "are chosen on rows carved from train, never on dev")
         return self
 
     def seeds_for(self, task: str, seed_flag: int | None = None) -> list[int]:

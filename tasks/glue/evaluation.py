@@ -107,7 +107,7 @@ def finish_evaluation(ctx: EvaluationContext, per_task: dict[str, Any],
                       spec_fingerprint=ctx.spec_fingerprint,
                       spec_path=os.path.abspath(ctx.spec_path) if ctx.spec_path else None,
                       full=set(ctx.spec.tasks) <= set(names),
-                      extra={"contamination": {k: r["rate"] for k, r in contamination.items()}} if contamination else {})
+                      extra=_setup_extra(contamination, {t: per_task[t].get("chosen_trial") for t in names}))
     record = EvalRecord(
         version=base.version or "local", status="complete", tasks=tuple(names), results=scores_only,
         setup=setup, baselines={k: v for t in names for k, v in per_task[t]["baselines"].items()},
@@ -120,6 +120,17 @@ def finish_evaluation(ctx: EvaluationContext, per_task: dict[str, Any],
         log_record_files(c, record, predictions, score)
     publish_model_cards(ctx, per_task, record, predictions, score, contamination)
     return summary, report, table
+
+
+def _setup_extra(contamination: dict | None, chosen: dict[str, Any]) -> dict[str, Any]:
+    """What the record keeps beside the setup: contamination rates (the gate's limit reads them) and the
+    trial each task's search chose."""
+    extra: dict[str, Any] = {}
+    if contamination:
+        extra["contamination"] = {k: r["rate"] for k, r in contamination.items()}
+    if any(chosen.values()):
+        extra["chosen_trials"] = {t: c for t, c in chosen.items() if c}
+    return extra
 
 
 def publish_model_cards(ctx: EvaluationContext, per_task: dict[str, Any], record: Any, predictions: dict,

@@ -10,6 +10,7 @@ the task's MLflow run stays open until then. Also here: the checks that run befo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -121,30 +122,41 @@ def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *
     identities = data.identities()
     eval_fp = job.eval_fingerprint(data, max_length)
     fail_at = os.environ.get("LMPIPE_TEST_FAIL_AT_STEP")  # test hook: one worker dies after a checkpoint
-    outcomes = []
+
+    def run_job(job_hp: FinetuneSpec, run_name_hint: str | None) -> job.SeedOutcome:
+        """One fine-tuning job (reused when finished); its curves on the task run, or on a child run."""
+        train_run = run_id if run_name_hint is None else c.create_run(
+            experiment_id, run_name=run_name_hint, tags={"mlflow.parentRunId": run_id}).info.run_id
+
+        def train(run_name: str):
+            return run_finetuning(
+                model_dir=base.hf_dir, tokenizer_dir=tokenizer_dir, train=train_enc, evals=eval_enc,
+                label_names=list(glue_task.label_names), spec=job_hp, scaling=spec.scaling, run_name=run_name,
+                storage_path=storage, mlflow_run_id=train_run, mlflow_tracking_uri=tracking_uri,
+                fail_once_at_step=int(fail_at) if fail_at else None, selection=selection_enc, task=task_name)
+
+        outcome = job.run_seed(
+            task_name=task_name, seed=job_hp.seed, hp=job_hp, eval_fp=eval_fp, jobs_root=jobs_root, storage=storage,
+            job_fp=job.training_fingerprint(lineage.get("lmpipe.base_model_fingerprint"), task_name, job_hp,
+                                            max_length, identities["train"], len(data.train)),
+            train_fn=train,
+            predict_fn=lambda model_dir: job.predict_saved_model(model_dir, eval_enc, hp.eval_batch_size, regression))
+        if train_run != run_id:
+            if run_name_hint.startswith("trial"):
+                c.log_batch(train_run, params=[Param(k, str(getattr(job_hp, k))) for k in ("lr", "batch_size", "epochs")])
+                if outcome.metrics.get("best_score") is not None:
+                    c.log_metric(train_run, "selection_score", float(outcome.metrics["best_score"]))
+            c.set_terminated(train_run, status="FINISHED")
+        return outcome
+
+    chosen: dict[str, Any] | None = None
+    recipe = hp  # the protocol is the recipe and the grid, never the trial a search chose
     try:
-        for seed in seeds:
-            seed_hp = hp.model_copy(update={"seed": seed})
-            # One seed: its training curves on the task run; several: a child run per seed.
-            train_run = run_id if len(seeds) == 1 else c.create_run(experiment_id, run_name=f"{task_name}-seed{seed}",
-                                                                    tags={"mlflow.parentRunId": run_id}).info.run_id
-
-            def train(run_name: str, seed_hp: FinetuneSpec = seed_hp, train_run: str = train_run):
-                return run_finetuning(
-                    model_dir=base.hf_dir, tokenizer_dir=tokenizer_dir, train=train_enc, evals=eval_enc,
-                    label_names=list(glue_task.label_names), spec=seed_hp, scaling=spec.scaling, run_name=run_name,
-                    storage_path=storage, mlflow_run_id=train_run, mlflow_tracking_uri=tracking_uri,
-                    fail_once_at_step=int(fail_at) if fail_at else None, selection=selection_enc, task=task_name)
-
-            outcomes.append(job.run_seed(
-                task_name=task_name, seed=seed, hp=seed_hp, eval_fp=eval_fp, jobs_root=jobs_root, storage=storage,
-                job_fp=job.training_fingerprint(lineage.get("lmpipe.base_model_fingerprint"), task_name, seed_hp,
-                                                max_length, identities["train"], len(data.train)),
-                train_fn=train,
-                predict_fn=lambda model_dir: job.predict_saved_model(model_dir, eval_enc, hp.eval_batch_size,
-                                                                     regression)))
-            if train_run != run_id:
-                c.set_terminated(train_run, status="FINISHED")
+        if spec.search is not None:  # the grid on the first seed, chosen on the carved-off rows
+            chosen, hp = _search(spec, hp, seeds[0], run_job, logger)
+            c.set_tag(run_id, "lmpipe.glue.chosen_trial", json.dumps(chosen, sort_keys=True))
+        outcomes = [run_job(hp.model_copy(update={"seed": seed}), None if len(seeds) == 1 else f"{task_name}-seed{seed}")
+                    for seed in seeds]
     except BaseException:
         c.set_terminated(run_id, status="FAILED")
         raise
@@ -162,7 +174,9 @@ def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *
     c.set_tag(run_id, "lmpipe.glue.reused_seeds", ",".join(map(str, reused)) or "none")
     setup = TaskSetup(data=identities, n_train=len(data.train),
                       n_eval={result_key(task_name, s): len(ex) for s, ex in data.evals.items()},
-                      protocol=protocol_of(hp.model_dump(), max_length_used=max_length, seeds=seeds))
+                      protocol=protocol_of(recipe.model_dump(), max_length_used=max_length, seeds=seeds,
+                                           selection={"search": spec.search.model_dump(exclude_none=True)}
+                                           if spec.search is not None else None))
     first = outcomes[0]
     submission = _predict_test(task_name, first.model_dir, tokenizer, max_length, hp, spec) if predict else {}
     for k, v in first.metrics.items():
@@ -174,7 +188,22 @@ def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *
             "model_dir": first.model_dir, "run_id": run_id, "max_length": max_length, "reused_seeds": reused,
             "final_step": first.final_step, "resumed_from_step": first.resumed_from_step,
             "examples_per_s": first.metrics.get("examples_per_s"), "first_step_at": first.metrics.get("first_step_at"),
-            "submission": submission}
+            "submission": submission, "chosen_trial": chosen}
+
+
+def _search(spec: GlueSpec, hp: FinetuneSpec, seed: int, run_job, logger) -> tuple[dict[str, Any], FinetuneSpec]:
+    """Run every trial of `spec.search` (a finished one is reused) and return (the chosen trial with its
+    selection score, hp with it applied). Trials run one after another on the cluster's workers."""
+    results = []
+    for i, trial in enumerate(spec.search.trials()):
+        trial_hp = hp.model_copy(update={**trial, "seed": seed})
+        out = run_job(trial_hp, f"trial{i}-" + "-".join(f"{k}{v}" for k, v in trial.items()))
+        score = out.metrics.get("best_score")
+        results.append((float("-inf") if score is None else float(score), i, trial))
+        logger.info("search trial %d %s: selection score %s%s", i, trial, score, " (reused)" if out.reused else "")
+    best_score, best_i, best = max(results, key=lambda r: (r[0], -r[1]))  # ties: the earlier trial
+    return {**best, "trial": best_i, "selection_score": best_score, "n_trials": len(results)}, \
+        hp.model_copy(update=best)
 
 
 def _predict_test(task_name: str, model_dir: str, tokenizer: Any, max_length: int, hp: FinetuneSpec,

@@ -392,3 +392,35 @@ def test_predict_writes_the_leaderboard_zip_from_the_reused_jobs(setup, evaluate
 
     run_id = list_records("tiny-bert", "1", setup["uri"])[0].run_id
     assert any(a.path.endswith(".zip") for a in MlflowClient(setup["uri"]).list_artifacts(run_id))
+
+
+def test_a_grid_search_chooses_on_carved_rows_and_logs_every_trial(setup, tmp_path):
+    """`search: {lr: [...]}` on a local folder model: one job per trial, each logged with its selection score
+    (rows carved from train), the chosen trial named on the run and in the record; the chosen trial's first
+    seed is not trained again."""
+    spec = yaml.safe_load(open(setup["spec"]))
+    spec["tasks"] = ["rte"]
+    spec["defaults"].update({"select": "best", "selection_fraction": 0.25, "epochs": 2})
+    spec["search"] = {"lr": [1e-3, 1e-4]}
+    spec["scaling"]["storage_path"] = str(tmp_path / "runs")
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    hf = tiny_bert(tmp_path / "local-bert")
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(app, ["glue", str(hf), "--name", "local-bert", "--tasks", "rte", "--data-dir",
+                                      str(setup["glue_dir"]), "--spec", str(path), "--metrics-json", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    metrics = json.loads(out.read_text())
+    assert metrics["reused_seeds"] == {"rte": [42]}  # the chosen trial's job is the seed's
+    assert metrics["tasks"]["rte"]["n_train"] == 36  # 48 rows minus the 12 carved off for selection
+    client = MlflowClient(setup["uri"])
+    runs = client.search_runs([client.get_experiment_by_name("lmpipe-glue").experiment_id],
+                              filter_string="tags.`lmpipe.glue.task` = 'rte' and tags.`lmpipe.base_model_name` = "
+                                            "'local-bert'")
+    (task_run,) = runs
+    chosen = json.loads(task_run.data.tags["lmpipe.glue.chosen_trial"])
+    trials = client.search_runs([task_run.info.experiment_id],
+                                filter_string=f"tags.`mlflow.parentRunId` = '{task_run.info.run_id}'")
+    scores = {float(t.data.params["lr"]): t.data.metrics["selection_score"] for t in trials}
+    assert set(scores) == {1e-3, 1e-4} and chosen["n_trials"] == 2
+    assert chosen["selection_score"] == max(scores.values()) and scores[chosen["lr"]] == chosen["selection_score"]

@@ -117,3 +117,30 @@ def test_selection_rows_are_carved_from_train_seeded_and_disjoint():
     assert held.texts[0] == sorted(held.texts[0], key=lambda s: int(s[1:]))  # file order kept
     assert job.carve_selection(train, 0.25, 7) == (rest, held)  # the same seed carves the same rows
     assert job.carve_selection(train, 0.25, 8)[1] != held
+
+
+def test_search_grid_trials_and_choice():
+    from data_specs.glue import SearchSpec
+    from tasks.glue.task_run import _search
+
+    grid = SearchSpec(lr=[5e-5, 3e-5, 2e-5], batch_size=[16, 32], epochs=[2, 3, 4])
+    trials = grid.trials()
+    assert len(trials) == 18 and trials[0] == {"lr": 5e-5, "batch_size": 16, "epochs": 2.0}
+    assert trials[-1] == {"lr": 2e-5, "batch_size": 32, "epochs": 4.0}
+    with pytest.raises(ValueError, match="select: best"):
+        GlueSpec(name="g", tasks=["rte"], search={"lr": [1e-5]})
+    spec = GlueSpec(name="g", tasks=["rte"], defaults={"select": "best", "selection_fraction": 0.1},
+                    search={"lr": [1e-4, 1e-3], "epochs": [1, 2]})
+    ran = []
+
+    def run_job(job_hp, name):
+        ran.append((job_hp.lr, job_hp.epochs, job_hp.seed, name))
+        score = {(1e-4, 1.0): 0.5, (1e-4, 2.0): 0.7, (1e-3, 1.0): 0.7, (1e-3, 2.0): 0.6}[(job_hp.lr, job_hp.epochs)]
+        return job.SeedOutcome(job_hp.seed, {}, "m", name, 1, metrics={"best_score": score})
+
+    import logging
+
+    chosen, hp = _search(spec, spec.for_task("rte"), 7, run_job, logging.getLogger("t"))
+    assert [r[:3] for r in ran] == [(1e-4, 1.0, 7), (1e-4, 2.0, 7), (1e-3, 1.0, 7), (1e-3, 2.0, 7)]
+    assert chosen == {"lr": 1e-4, "epochs": 2.0, "trial": 1, "selection_score": 0.7, "n_trials": 4}  # tie: earlier
+    assert (hp.lr, hp.epochs, hp.batch_size) == (1e-4, 2.0, 8)
