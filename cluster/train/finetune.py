@@ -172,7 +172,7 @@ def finetune(
     device = torch.device(device)
     raw = _unwrap(model)
     optimizer = configure_optimizer(raw, spec)
-    _, total, warmup = schedule(len(train), spec)
+    per_epoch, total, warmup = schedule(len(train), spec)
     state = FinetuneState(total_steps=total)
     selecting = spec.select == "best" and evaluate is not None
     best: dict[str, Tensor] | None = None
@@ -252,8 +252,7 @@ def finetune(
             state.examples_per_s = len(rows) / dt
         if on_step is not None:
             on_step({"step": state.step, "loss": batch_loss, "lr": lr, "grad_norm": float(grad_norm),
-                     "examples_per_s": len(rows) / dt, "epoch": state.step / math.ceil(len(train) / spec.batch_size)})
-        per_epoch = math.ceil(len(train) / spec.batch_size)
+                     "examples_per_s": len(rows) / dt, "epoch": state.step / per_epoch})
         due = state.step % spec.eval_every == 0 if spec.eval_every else state.step % per_epoch == 0
         if selecting and (due or state.step == total) and select():
             state.stopped_early = state.step < total

@@ -139,13 +139,9 @@ def _dirty_mask(examples, rules, shards) -> np.ndarray:
 
 
 def _read(cache_dir: str | None, key: str) -> dict | None:
-    if not cache_dir:
-        return None
-    try:
-        with open(os.path.join(cache_dir, f"{key}.json"), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    from tasks.pretrain.core import read_json_or_none
+
+    return read_json_or_none(os.path.join(cache_dir, f"{key}.json")) if cache_dir else None
 
 
 def _write(cache_dir: str | None, key: str, data: dict) -> None:

@@ -1,9 +1,10 @@
-"""One GLUE task's evaluation: its data, its encoding, one fine-tuning job per seed (reused when already
-finished), and the scores over the seeds. No Prefect; `flows/glue.py` wraps `evaluate_task` in a task.
+"""The pieces of one GLUE task's evaluation (`tasks.glue.task_run` puts them together): its data and the rows
+carved off for model selection, one fine-tuning job per seed (reused when already finished), and the scores
+over the seeds. No Prefect, no MLflow.
 
-    out = evaluate_task("rte", base, hp, spec, seeds=[42, 43, 44], ...)
-    out.results["rte"]  -> {"accuracy": mean over seeds, "n_train": 2490, "n_eval": 277}
-    out.spread["rte"]   -> {"accuracy": sample std over seeds}
+    scores = score_seeds("rte", data, [run_seed(...) for each seed])
+    scores.results["rte"]  -> {"accuracy": mean over seeds, "n_train": 2490, "n_eval": 277}
+    scores.spread["rte"]   -> {"accuracy": sample std over seeds}
 
 **A finished job is reused, never retrained.** Each seed's job is named by a fingerprint of what training
 reads: the base model's weights, the task, the training rows, the max length used and the training
@@ -113,15 +114,16 @@ class SeedOutcome:
 
 
 def run_seed(*, task_name: str, seed: int, hp: FinetuneSpec, job_fp: str, eval_fp: str, jobs_root: str,
-             storage: str, train_fn, predict_fn) -> SeedOutcome:
+             train_fn, predict_fn) -> SeedOutcome:
     """Reuse the finished job `job_fp` (its predictions, or `predict_fn(model_dir)` -> (predictions, scores) on
-    other dev rows), resume an unfinished one, or start it: `train_fn(run_name)` -> `FinetuneOutcome`. The job's state is written durably
-    before and after training, so a crash anywhere leaves a job that the next run resumes or reuses."""
-    from tasks.pretrain.core import JobState, new_run_name, read_job_state, write_job_state
+    other dev rows), resume an unfinished one, or start it: `train_fn(run_name)` -> `FinetuneOutcome`. The
+    job's state is written durably before and after training, so a crash anywhere leaves a job that the next
+    run resumes or reuses."""
+    from tasks.pretrain.core import JobState, new_run_name, read_job_state, read_json_or_none, write_job_state
 
     jobs = os.path.join(jobs_root, job_fp)
     previous = read_job_state(jobs)
-    stored = _read_result(jobs)
+    stored = read_json_or_none(os.path.join(jobs, RESULT_FILE))
     if previous is not None and previous.status == "finished" and stored and os.path.isdir(stored["model_dir"]):
         same_rows = stored.get("eval_fp") == eval_fp
         predictions, scores = ((stored["predictions"], stored.get("scores", {})) if same_rows
@@ -137,7 +139,7 @@ def run_seed(*, task_name: str, seed: int, hp: FinetuneSpec, job_fp: str, eval_f
     write_job_state(jobs, JobState(run_name=run_name, status="running"))
     outcome = train_fn(run_name)
     predictions = {s: [float(v) for v in p] for s, p in outcome.predictions.items()}
-    scores = {s: [float(v) for v in p] for s, p in (getattr(outcome, "scores", None) or {}).items()}
+    scores = {s: [float(v) for v in p] for s, p in outcome.scores.items()}
     _write_result(jobs, {"model_dir": outcome.model_dir, "final_step": outcome.final_step, "eval_fp": eval_fp,
                          "predictions": predictions, "scores": scores, "metrics": _plain(outcome.metrics),
                          "seed": seed, "hp": hp.model_dump()})
@@ -219,14 +221,6 @@ def prepare_tokenizer(hf_dir: str, max_length: int, logger: Any = log) -> tuple[
     folder = tempfile.mkdtemp(prefix="lmpipe-glue-tok-")
     tokenizer.save_pretrained(folder)  # with the pad token set above
     return tokenizer, used, folder
-
-
-def _read_result(jobs: str) -> dict[str, Any] | None:
-    try:
-        with open(os.path.join(jobs, RESULT_FILE), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def _write_result(jobs: str, data: dict[str, Any]) -> None:

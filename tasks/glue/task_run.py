@@ -136,7 +136,7 @@ def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *
                 fail_once_at_step=int(fail_at) if fail_at else None, selection=selection_enc, task=task_name)
 
         outcome = job.run_seed(
-            task_name=task_name, seed=job_hp.seed, hp=job_hp, eval_fp=eval_fp, jobs_root=jobs_root, storage=storage,
+            task_name=task_name, seed=job_hp.seed, hp=job_hp, eval_fp=eval_fp, jobs_root=jobs_root,
             job_fp=job.training_fingerprint(lineage.get("lmpipe.base_model_fingerprint"), task_name, job_hp,
                                             max_length, identities["train"], len(data.train)),
             train_fn=train,

@@ -44,7 +44,7 @@ class ResumeMismatchError(PreflightError):
     """An unfinished job's checkpoints were written with another worker count or batch layout than asked now."""
 
 
-def _read_json(url: str) -> dict[str, Any] | None:
+def read_json_or_none(url: str) -> dict[str, Any] | None:
     """The JSON object at `url`, or None when it is missing or unreadable (a power loss can leave it empty under
     its name: that reads as no file, with a warning, rather than failing every rerun)."""
     fs, path = url_to_fs(url)
@@ -60,7 +60,7 @@ def _read_json(url: str) -> dict[str, Any] | None:
 
 
 def read_curated_manifest(curated: str) -> dict[str, Any] | None:
-    return _read_json(f"{curated.rstrip('/')}/manifest.json")
+    return read_json_or_none(f"{curated.rstrip('/')}/manifest.json")
 
 
 def preflight(
@@ -198,7 +198,7 @@ def new_run_name(spec_name: str, fingerprint: str) -> str:
 
 
 def read_job_state(directory: str) -> JobState | None:
-    data = _read_json(f"{directory}/LATEST.json")
+    data = read_json_or_none(f"{directory}/LATEST.json")
     return JobState(**data) if data else None
 
 

@@ -23,6 +23,7 @@ class _Outcome:  # what run_finetuning returns, as far as run_seed reads it
 
     def __post_init__(self):
         self.metrics = self.metrics or {"train_loss": 0.5}
+        self.scores = self.scores or {}
 
 
 def _run(tmp_path, *, eval_fp="e1", calls=None, fail=False):
@@ -41,7 +42,7 @@ def _run(tmp_path, *, eval_fp="e1", calls=None, fail=False):
         return {"validation": [0, 0, 0]}, {"validation": [0.6, 0.6, 0.6]}
 
     return job.run_seed(task_name="rte", seed=42, hp=FinetuneSpec(), job_fp="fp1", eval_fp=eval_fp,
-                        jobs_root=str(tmp_path / "jobs"), storage=str(tmp_path), train_fn=train, predict_fn=predict)
+                        jobs_root=str(tmp_path / "jobs"), train_fn=train, predict_fn=predict)
 
 
 def test_a_finished_job_is_reused_and_new_dev_rows_are_predicted_not_trained(tmp_path):
