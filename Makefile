@@ -1,6 +1,7 @@
 # lmpipe: two commands do all the set-up on a fresh machine.
 #   make demo   - create .venv if missing, then run the whole pipeline on the bundled sample corpus:
-#                 curate -> tokenize -> pretrain (tiny BERT, 2 Ray workers) -> GLUE (SST-2, RTE) -> promote
+#                 curate -> tokenize -> continue pretraining all-MiniLM-L6-v2 (2 Ray workers) -> GLUE (SST-2, STS-B)
+#                 -> promote
 #   make test   - create .venv if missing, then run the default test suite (what CI runs)
 SHELL := /bin/bash
 PYTHON ?= python3

@@ -116,6 +116,17 @@ def plain_loop(train, dev, seed: int, threads: int) -> dict[str, float]:
     return {"accuracy": correct / len(dev), "examples_per_s": timed_rows / timed_s, "predictions": predictions}
 
 
+def bench_root(prefix: str) -> Path | None:
+    """A fresh folder with its own MLflow store and Prefect home; None (and says NOT RUN) without the SST-2 file."""
+    if not SST2.is_file():
+        print(f"NOT RUN: {SST2} is absent (the real GLUE samples live in ../shared/data)")
+        return None
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db"
+    os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
+    return root
+
+
 def lmpipe_run(glue_dir: Path, seed: int | list[int], threads: int, root: Path) -> dict:
     """`lmpipe glue` (the flow the command runs) on the same split: one seed, or `seeds: [...]` in one run."""
     import yaml
@@ -164,25 +175,33 @@ def seeds_summary(glue_dir: Path, seeds: list[int], threads: int, root: Path, ro
     and the paired bootstrap over the 436 held-out rows of both sides (seeds averaged) and of the majority class."""
     import numpy as np
 
-    from tasks.glue.baselines import trivial_predictions
-    from tasks.glue.bootstrap import paired_bootstrap
     from tasks.registry.evaluations import load_predictions
 
     run = lmpipe_run(glue_dir, seeds, threads, root)
     labels, ours = load_predictions(run["run_id"], ["sst2"], os.environ["MLFLOW_TRACKING_URI"])["sst2"]
     assert labels.tolist() == [float(y) for _, y in dev], "the record's dev rows are not the held-out rows"
     plain = np.array([b["predictions"] for _, b, _ in rows], dtype=float)
-    boot = paired_bootstrap({"sst2": labels}, {"lmpipe": {"sst2": ours}, "plain": {"sst2": plain},
-                                               "majority": {"sst2": trivial_predictions("sst2", labels)}},
-                            n_resamples=1000, seed=0)
     print(f"\n`seeds: {seeds}` in one lmpipe run: {run['wall_s']:.1f} s, reused the finished jobs of seeds "
           f"{run['reused']} (nothing retrained); accuracy {run['accuracy']:.1%} ± {run['spread']:.1%} (sample std)")
-    print("paired bootstrap over the held-out rows (1,000 resamples, seeds averaged), 95% intervals:")
-    for system in ("lmpipe", "plain", "majority"):
+    print_bootstrap(labels, {"lmpipe": ours, "plain": plain}, "held-out rows (1,000 resamples, seeds averaged)")
+
+
+def print_bootstrap(labels, systems: dict, what: str) -> None:
+    """95% paired-bootstrap intervals of each system's SST-2 accuracy and of the majority class on the same
+    resampled rows, then the first system minus the second."""
+    from tasks.glue.baselines import trivial_predictions
+    from tasks.glue.bootstrap import paired_bootstrap
+
+    names = list(systems)
+    boot = paired_bootstrap({"sst2": labels}, {**{k: {"sst2": v} for k, v in systems.items()},
+                                               "majority": {"sst2": trivial_predictions("sst2", labels)}},
+                            n_resamples=1000, seed=0)
+    print(f"paired bootstrap over the {what}, 95% intervals:")
+    for system in (*names, "majority"):
         iv = boot.interval(system, "sst2")
         print(f"  {system:10} accuracy {iv.point:.1%} [{iv.low:.1%}–{iv.high:.1%}]")
-    gain = boot.gain_interval("lmpipe", "plain")
-    print(f"  lmpipe − plain: {gain.point * 100:+.1f} points [{gain.low * 100:+.1f}, {gain.high * 100:+.1f}]")
+    gain = boot.gain_interval(names[0], names[1])
+    print(f"  {names[0]} − {names[1]}: {gain.point * 100:+.1f} points [{gain.low * 100:+.1f}, {gain.high * 100:+.1f}]")
 
 
 def main() -> None:
@@ -190,12 +209,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    if not SST2.is_file():
-        print(f"NOT RUN: {SST2} is absent (the real GLUE samples live in ../shared/data)")
+    root = bench_root("lmpipe-bench-glue-")
+    if root is None:
         return
-    root = Path(tempfile.mkdtemp(prefix="lmpipe-bench-glue-"))
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db"
-    os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
     train, dev = split_rows()
     majority = max(sum(y for _, y in dev), len(dev) - sum(y for _, y in dev)) / len(dev)
     glue_dir = write_glue_dir(root / "glue", train, dev)

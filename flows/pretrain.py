@@ -37,15 +37,39 @@ def _resolve_paths(spec: PretrainSpec) -> PretrainSpec:
     return spec.model_copy(update={"data": data})
 
 
-def pretrain_fingerprint(spec: PretrainSpec) -> str:
+def pretrain_fingerprint(spec: PretrainSpec, init_weights_sha256: str | None = None) -> str:
     """What the job produces: everything but where it runs and where it logs.
 
     `scaling` stays out, `num_workers` included, although the worker count sets the global batch: the
     fingerprint names the job, and a rerun of an unfinished job with another worker count must find that job
     and be refused with the fix (`check_resume`: set the old count back, or `--new-run`), not silently start a
     new job beside it and leave the old one's progress behind. The worker count is logged with the run's params.
+    With `model.init_from`, the starting weights' sha256 joins it: a moved alias or a new package release is
+    another job, not a resume of the old one.
     """
-    return fingerprint(spec.model_dump(mode="json", exclude={"scaling", "mlflow"}))
+    what = spec.model_dump(mode="json", exclude={"scaling", "mlflow"})
+    return fingerprint({**what, "init_weights_sha256": init_weights_sha256} if init_weights_sha256 else what)
+
+
+def init_checkpoint(spec: PretrainSpec):
+    """The resolved `model.init_from` (a registry model is downloaded under the tokens folder), or None."""
+    from tasks.pretrain.core import check
+    from tasks.pretrain.init_from import init_problems, resolve_init_from
+
+    if spec.model.init_from is None:
+        return None
+    tracking_uri = None
+    if spec.model.init_from.startswith("models:/"):
+        from tasks.registry.tracking import resolve_tracking_uri
+
+        tracking_uri = resolve_tracking_uri(spec.mlflow)
+    try:
+        init = resolve_init_from(spec.model.init_from, download_to=f"{spec.data.tokens}/init",
+                                 tracking_uri=tracking_uri)
+    except ValueError as exc:
+        check([str(exc)])
+    check(init_problems(init, kind=spec.model.kind, seq_len=spec.packing.seq_len, tokenizer_vocab=None))
+    return init
 
 
 def _local_gpus() -> int:
@@ -79,13 +103,15 @@ def _cluster_gpus(spec_address: str | None) -> int:
 
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def train_tokenizer_task(spec: PretrainSpec) -> str:
-    """Train (or reuse) the tokenizer; returns its directory."""
+def train_tokenizer_task(spec: PretrainSpec, init_tokenizer: str | None = None) -> str:
+    """Train (or reuse) the tokenizer; returns its directory. `init_tokenizer` is the folder of the
+    `model.init_from` checkpoint when it ships a tokenizer: continued pretraining keeps the vocabulary."""
     from tasks.tokenize.core import iter_curated_texts, load_tokenizer, train_tokenizer
 
-    if spec.tokenizer.existing:
-        load_tokenizer(spec.tokenizer.existing)  # fail early if it does not load
-        return spec.tokenizer.existing
+    existing = spec.tokenizer.existing or init_tokenizer
+    if existing:
+        load_tokenizer(existing)  # fail early if it does not load
+        return existing
     out = f"{spec.data.tokens}/tokenizer"
     settings = f"{out}/lmpipe-tokenizer-spec.json"
     wanted = canonical_json({"tokenizer": spec.tokenizer.model_dump(mode="json"), "kind": spec.model.kind,
@@ -140,7 +166,11 @@ def tokenize(spec_path: str) -> dict[str, Any]:
 
     if read_curated_manifest(spec.data.curated) is None:
         check([f"data.curated: no curated dataset at {spec.data.curated}. Run `lmpipe curate <spec>` first."])
-    tokenizer_dir = train_tokenizer_task(spec)
+    init = init_checkpoint(spec)
+    if init is not None and not init.has_tokenizer and not spec.tokenizer.existing:
+        check([f"model.init_from {init.ref!r} ships no tokenizer.json: set tokenizer.existing to its tokenizer "
+               "(a newly trained vocabulary would not match the checkpoint's embeddings)"])
+    tokenizer_dir = train_tokenizer_task(spec, init.path if init is not None and init.has_tokenizer else None)
     manifest = build_token_shards_task(spec, tokenizer_dir)
     rows = [
         f"| {split} | {m['sequences']:,} | {m['tokens']:,} | "
@@ -164,7 +194,8 @@ def tokenize(spec_path: str) -> dict[str, Any]:
 
 
 @task(cache_policy=NO_CACHE)
-def train_task(spec: PretrainSpec, run_name: str, storage: str, mlflow_run_id: str, tracking_uri: str):
+def train_task(spec: PretrainSpec, run_name: str, storage: str, mlflow_run_id: str, tracking_uri: str,
+               init_dir: str | None = None):
     """Pretrain on Ray Train (resumes from the latest checkpoint of `run_name` if there is one)."""
     from cluster.train.ray_entry import run_pretraining
 
@@ -172,7 +203,7 @@ def train_task(spec: PretrainSpec, run_name: str, storage: str, mlflow_run_id: s
     return run_pretraining(
         tokens_dir=spec.data.tokens, model=spec.model, train=spec.train, scaling=spec.scaling, run_name=run_name,
         storage_path=storage, mlflow_run_id=mlflow_run_id, mlflow_tracking_uri=tracking_uri,
-        fail_once_at_step=int(fail_at) if fail_at else None,
+        fail_once_at_step=int(fail_at) if fail_at else None, init_dir=init_dir,
     )
 
 
@@ -208,16 +239,23 @@ def pretrain(spec_path: str, new_run: bool = False) -> dict[str, Any]:
     """
     import mlflow
 
-    from tasks.pretrain.core import JobState, job_dir, new_run_name, read_job_state, write_job_state
+    from tasks.pretrain.core import JobState, check, job_dir, new_run_name, read_job_state, write_job_state
+    from tasks.pretrain.init_from import init_problems
     from tasks.registry.tracking import ensure_experiment, git_commit, resolve_tracking_uri
 
     logger = get_run_logger()
     spec = _resolve_paths(load_pretrain_spec(spec_path))
     _preflight(spec)  # before any work: missing data, GPUs, CPUs, shapes, impossible batch
+    init = init_checkpoint(spec)  # a checkpoint of another kind, or too few positions: refused before tokenizing
     token_manifest = tokenize(spec_path)
     _preflight(spec, token_manifest)  # exact sequence counts now known
+    if init is not None:
+        check(init_problems(init, kind=spec.model.kind, seq_len=spec.packing.seq_len,
+                            tokenizer_vocab=int(token_manifest["tokenizer"]["vocab_size"])))
+        logger.info("Continuing pretraining from %s (%s, weights sha256 %s…)", init.ref, init.path,
+                    init.weights_sha256[:12])
 
-    spec_fp = pretrain_fingerprint(spec)
+    spec_fp = pretrain_fingerprint(spec, init.weights_sha256 if init is not None else None)
     storage = _abs(spec.scaling.storage_path or f"{spec.data.tokens}/runs")
     jobs = job_dir(storage, spec.name, spec_fp)
     previous = read_job_state(jobs)
@@ -244,6 +282,8 @@ def pretrain(spec_path: str, new_run: bool = False) -> dict[str, Any]:
         "lmpipe.prefect_flow_run_id": flow_run_id,
         "lmpipe.ray_run_name": run_name,
     }
+    if init is not None:  # lineage: which weights this model continued from
+        tags.update({"lmpipe.init_from": init.ref, "lmpipe.init_weights_sha256": init.weights_sha256})
     if resume and previous.mlflow_run_id:
         run_id = previous.mlflow_run_id
         client.update_run(run_id, status="RUNNING")
@@ -262,7 +302,7 @@ def pretrain(spec_path: str, new_run: bool = False) -> dict[str, Any]:
     write_job_state(jobs, JobState(run_name=run_name, status="running", mlflow_run_id=run_id))
 
     try:
-        outcome = train_task(spec, run_name, storage, run_id, tracking_uri)
+        outcome = train_task(spec, run_name, storage, run_id, tracking_uri, init.path if init is not None else None)
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
@@ -278,6 +318,7 @@ def pretrain(spec_path: str, new_run: bool = False) -> dict[str, Any]:
         "logged_model_uri": registered.model_uri, "run_id": run_id, "run_name": run_name,
         "experiment_id": experiment_id, "tracking_uri": tracking_uri, "final_step": outcome.final_step,
         "resumed_from_step": outcome.resumed_from_step, "metrics": outcome.metrics, "model_dir": outcome.model_dir,
+        "init_from": spec.model.init_from,  # None: trained from random weights
     }
     _publish(summary, spec)
     return summary
@@ -302,7 +343,9 @@ def _publish(summary: dict[str, Any], spec: PretrainSpec) -> None:
                         for k, v in summary["metrics"].items())
     create_markdown_artifact(
         "\n".join([
-            f"# Pretrained {spec.model.kind} ({spec.model.preset}): `{summary['model_uri']}`",
+            f"# Pretrained {spec.model.kind} "
+            f"({'continued from ' + spec.model.init_from if spec.model.init_from else spec.model.preset}): "
+            f"`{summary['model_uri']}`",
             f"- Registered model **{summary['registered_model']}** version **{summary['version']}**, alias "
             f"`{CANDIDATE}`; logged model `{summary['logged_model_uri']}`",
             f"- MLflow run `{summary['run_id']}` ({summary['run_name']}) in experiment {summary['experiment_id']} "

@@ -1,15 +1,18 @@
-"""Model factory: a `transformers` BERT (masked LM) or GPT-2 (causal LM) built from scratch, plus FLOPs/MFU helpers.
+"""Model factory: a `transformers` BERT (masked LM) or GPT-2 (causal LM), built from scratch or loaded from a
+checkpoint to continue, plus FLOPs/MFU helpers.
 
 Input: a `ModelSpec` (kind, preset, optional overrides), the tokenizer's vocabulary size and special ids, and
-the packed sequence length. Output: an untrained `PreTrainedModel` whose `save_pretrained` directory loads
-with `AutoModelForMaskedLM` / `AutoModelForCausalLM`. No Ray, Prefect or MLflow here.
+the packed sequence length, or the folder of a resolved `model.init_from`. Output: a `PreTrainedModel` whose
+`save_pretrained` directory loads with `AutoModelForMaskedLM` / `AutoModelForCausalLM`. No Ray, Prefect or
+MLflow here.
 """
 
 from __future__ import annotations
 
 import torch
 import transformers
-from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, BertConfig, BertForMaskedLM, GPT2Config,
+                          GPT2LMHeadModel)
 
 from data_specs.pretrain import ModelSpec
 
@@ -38,14 +41,31 @@ def resolve_shape(spec: ModelSpec) -> dict[str, int]:
 
 
 def build_model(
-    spec: ModelSpec, vocab_size: int, seq_len: int, special: dict[str, int]
+    spec: ModelSpec, vocab_size: int, seq_len: int, special: dict[str, int], init_dir: str | None = None
 ) -> transformers.PreTrainedModel:
-    """A freshly initialised `BertForMaskedLM` or `GPT2LMHeadModel` (tied input/output embeddings).
+    """A freshly initialised `BertForMaskedLM` or `GPT2LMHeadModel` (tied input/output embeddings), or, with
+    `init_dir`, the checkpoint there with its language-model head (a head the checkpoint lacks, as in a
+    sentence-transformers encoder, starts from the seeded random initialisation).
 
     `special` holds the tokenizer's ids (`pad_id`, and `mask_id`/`cls_id`/`sep_id` for bert or `eos_id` for gpt).
-    Position embeddings cover exactly `seq_len`: the model is only ever trained on that many positions.
+    Position embeddings of a new model cover exactly `seq_len`: it is only ever trained on that many positions.
     The caller seeds torch before calling this so every data-parallel rank starts from the same weights.
     """
+    if init_dir is not None:
+        auto = AutoModelForMaskedLM if spec.kind == "bert" else AutoModelForCausalLM
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # its load report is a 20-line table per rank; ours is one line
+        try:
+            model, info = auto.from_pretrained(init_dir, output_loading_info=True)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        if info.get("missing_keys"):
+            print(f"[lmpipe] init_from {init_dir}: newly initialised (not in the checkpoint): "
+                  f"{', '.join(sorted(info['missing_keys']))}")
+        if model.get_input_embeddings().num_embeddings < vocab_size:
+            raise ValueError(f"{init_dir} embeds {model.get_input_embeddings().num_embeddings} tokens, the "
+                             f"tokenizer has {vocab_size}: tokenize with the checkpoint's own tokenizer")
+        return model
     shape = resolve_shape(spec)
     n_layer, n_embd, n_head = shape["n_layer"], shape["n_embd"], shape["n_head"]
     pad_id = special.get("pad_id")

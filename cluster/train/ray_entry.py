@@ -106,8 +106,12 @@ def run_pretraining(
     mlflow_tracking_uri: str | None = None,
     fail_once_at_step: int | None = None,
     trace_batches_to: str | None = None,
+    init_dir: str | None = None,
 ) -> TrainOutcome:
     """Pretrain `model` on the token shards in `tokens_dir`; resume if `<storage_path>/<run_name>` has checkpoints.
+
+    `init_dir` (the local folder of a resolved `model.init_from`) gives the starting weights instead of a random
+    initialisation; every worker loads it, so on a multi-node cluster it must be on shared storage.
 
     Raises `ResumeMismatchError` (before starting Ray) when those checkpoints were written with another worker
     count, micro_batch_size or grad_accum.
@@ -148,6 +152,7 @@ def run_pretraining(
         "train_paths": train_paths,  # absolute: every worker reads its own micro-batches (token_stream)
         "trace_dir": trace_batches_to and str(Path(trace_batches_to).resolve()),
         "tokens_sha256": tokens_sha256,
+        "init_dir": init_dir,
         **_job_config(scaling, storage, run_name, mlflow_run_id, tracking_uri, fail_once_at_step),
     }
     trainer = _trainer(_train_worker, config, scaling, run_name, storage)
@@ -237,7 +242,8 @@ def _train_worker(config: dict[str, Any]) -> None:
         torch.set_num_threads(max(1, math.floor(config["cpus_per_worker"])))
 
     torch.manual_seed(spec.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-    model = build_model(model_spec, config["vocab_size"], config["seq_len"], config["special"])
+    model = build_model(model_spec, config["vocab_size"], config["seq_len"], config["special"],
+                        init_dir=config.get("init_dir"))
     raw = model
     resume, meta = None, {"invocation": config["invocation"], "resumed_from_step": None}
     with _resume_candidates(ray.train.get_checkpoint(), Path(config["run_dir"])) as candidates:
@@ -417,8 +423,9 @@ class _MlflowLogger:
             self.buffer = []
 
 
-def _ensure_ray(scaling: ScalingSpec, tracking_uri: str | None) -> None:
-    """Join `RAY_ADDRESS` / `scaling.ray_address`, or start a local Ray sized for the workers and one spare CPU.
+def _ensure_ray(scaling: ScalingSpec, tracking_uri: str | None, jobs: int = 1) -> None:
+    """Join `RAY_ADDRESS` / `scaling.ray_address`, or start a local Ray sized for `jobs` concurrent jobs' workers
+    and one spare CPU (at most the machine's cores when `jobs` > 1).
 
     Console output is set up in `cluster.ray_logging`: worker prints shown once on any cluster; on a local one,
     no State-API polling warnings and Ray Data's per-epoch lines in its log file only.
@@ -435,6 +442,9 @@ def _ensure_ray(scaling: ScalingSpec, tracking_uri: str | None) -> None:
     else:
         # One logical CPU beyond the workers' share, for the Train controller and any Ray tasks beside them.
         num_cpus = max(2, math.ceil(scaling.num_workers * scaling.cpus_per_worker) + 1)
+        if jobs > 1:  # concurrent trials: room for all of them, within the cores there are
+            num_cpus = max(num_cpus, min(os.cpu_count() or 1, math.ceil(jobs * scaling.num_workers
+                                                                        * scaling.cpus_per_worker) + 1))
         # Ray renices its workers to 15 by default; in a local training job the workers *are* the job, and at
         # nice 15 every idle-time blip of the driver, the Prefect server or the raylet preempts them (measured:
         # about 5% of fine-tuning throughput on 2 cores). The local raylet reads this when it starts.
@@ -445,6 +455,24 @@ def _ensure_ray(scaling: ScalingSpec, tracking_uri: str | None) -> None:
                            runtime_env={"env_vars": env, "worker_process_setup_hook": ray_logging.quiet_local_workers})
         RAY_START_S = time.perf_counter() - started
         print(f"[lmpipe] Ray started locally; full logs in {context.address_info['session_dir']}/logs", flush=True)
+
+
+def concurrent_jobs(scaling: ScalingSpec | GlueScalingSpec, tracking_uri: str | None, wanted: int) -> int:
+    """How many fine-tuning jobs of `scaling`'s size the cluster runs at once, at most `wanted` (at least 1).
+
+    Starts (or joins) Ray first, sized for `wanted` jobs on a local machine. A job needs `num_workers` ×
+    `cpus_per_worker` CPUs, and `num_workers` GPUs with `use_gpu`; the Train controller takes none.
+    """
+    _ensure_ray(scaling, tracking_uri, jobs=wanted)
+    return jobs_that_fit(ray.cluster_resources(), scaling, wanted)
+
+
+def jobs_that_fit(resources: dict[str, float], scaling: ScalingSpec | GlueScalingSpec, wanted: int) -> int:
+    """Jobs of `scaling`'s size that `resources` (Ray's CPU/GPU totals) hold at once, between 1 and `wanted`."""
+    fits = math.floor(resources.get("CPU", 0) / (scaling.num_workers * scaling.cpus_per_worker) + 1e-9)
+    if scaling.use_gpu:
+        fits = min(fits, math.floor(resources.get("GPU", 0) / scaling.num_workers))
+    return max(1, min(wanted, fits))
 
 
 def latest_checkpoint_on_disk(run_dir: Path) -> Path | None:

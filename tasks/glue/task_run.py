@@ -23,10 +23,12 @@ log = logging.getLogger(__name__)
 
 
 def storage_root(spec: GlueSpec) -> str:
-    """Checkpoints, final models and job states: `scaling.storage_path`, else .lmpipe/glue/runs in the project."""
+    """Checkpoints, final models and job states: `scaling.storage_path`, else `glue/runs` under
+    `$LMPIPE_STATE_DIR` (the pipeline's state root) or the project's .lmpipe."""
     from tasks.registry.tracking import repo_root
 
-    return os.path.abspath(spec.scaling.storage_path or str(repo_root() / ".lmpipe" / "glue" / "runs"))
+    state = os.environ.get("LMPIPE_STATE_DIR") or str(repo_root() / ".lmpipe")
+    return os.path.abspath(spec.scaling.storage_path or os.path.join(state, "glue", "runs"))
 
 
 def model_fingerprint(hf_dir: str) -> str:
@@ -153,7 +155,7 @@ def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *
     recipe = hp  # the protocol is the recipe and the grid, never the trial a search chose
     try:
         if spec.search is not None:  # the grid on the first seed, chosen on the carved-off rows
-            chosen, hp = _search(spec, hp, seeds[0], run_job, logger)
+            chosen, hp = _search(spec, hp, seeds[0], run_job, logger, tracking_uri)
             c.set_tag(run_id, "lmpipe.glue.chosen_trial", json.dumps(chosen, sort_keys=True))
         outcomes = [run_job(hp.model_copy(update={"seed": seed}), None if len(seeds) == 1 else f"{task_name}-seed{seed}")
                     for seed in seeds]
@@ -191,19 +193,33 @@ def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *
             "submission": submission, "chosen_trial": chosen}
 
 
-def _search(spec: GlueSpec, hp: FinetuneSpec, seed: int, run_job, logger) -> tuple[dict[str, Any], FinetuneSpec]:
+def _search(spec: GlueSpec, hp: FinetuneSpec, seed: int, run_job, logger, tracking_uri: str | None = None,
+            capacity=None) -> tuple[dict[str, Any], FinetuneSpec]:
     """Run every trial of `spec.search` (a finished one is reused) and return (the chosen trial with its
-    selection score, hp with it applied). Trials run one after another on the cluster's workers."""
-    results = []
-    for i, trial in enumerate(spec.search.trials()):
+    selection score, hp with it applied). Trials run as concurrent Ray Train jobs, as many as the cluster holds
+    (`search.max_concurrent` caps it); each is seeded, so the choice does not depend on how many ran at once.
+    `capacity(scaling, tracking_uri, wanted)` says how many fit (default: `ray_entry.concurrent_jobs`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cluster.train.ray_entry import concurrent_jobs
+
+    trials = spec.search.trials()
+    at_once = (capacity or concurrent_jobs)(spec.scaling, tracking_uri,
+                                            min(len(trials), spec.search.max_concurrent or len(trials)))
+    logger.info("search: %d trials, %d at a time", len(trials), at_once)
+
+    def one(i: int, trial: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
         trial_hp = hp.model_copy(update={**trial, "seed": seed})
         out = run_job(trial_hp, f"trial{i}-" + "-".join(f"{k}{v}" for k, v in trial.items()))
         score = out.metrics.get("best_score")
-        results.append((float("-inf") if score is None else float(score), i, trial))
         logger.info("search trial %d %s: selection score %s%s", i, trial, score, " (reused)" if out.reused else "")
+        return float("-inf") if score is None else float(score), i, trial
+
+    with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="glue-trial") as pool:
+        results = list(pool.map(one, range(len(trials)), trials))  # in trial order; the first error is raised
     best_score, best_i, best = max(results, key=lambda r: (r[0], -r[1]))  # ties: the earlier trial
-    return {**best, "trial": best_i, "selection_score": best_score, "n_trials": len(results)}, \
-        hp.model_copy(update=best)
+    return {**best, "trial": best_i, "selection_score": best_score, "n_trials": len(results),
+            "concurrent": at_once}, hp.model_copy(update=best)
 
 
 def _predict_test(task_name: str, model_dir: str, tokenizer: Any, max_length: int, hp: FinetuneSpec,

@@ -97,7 +97,7 @@ def preflight(
     shape = {**MODEL_PRESET_SHAPES[spec.model.preset],
              **{k: v for k, v in (("n_layer", spec.model.n_layer), ("n_embd", spec.model.n_embd),
                                   ("n_head", spec.model.n_head)) if v is not None}}
-    if shape["n_embd"] % shape["n_head"]:
+    if spec.model.init_from is None and shape["n_embd"] % shape["n_head"]:  # a checkpoint brings its own shape
         problems.append(f"model: n_embd {shape['n_embd']} is not divisible by n_head {shape['n_head']}.")
     if spec.model.kind == "bert" and packing.seq_len < 8:
         problems.append("packing.seq_len: a BERT sequence needs room for [CLS], [SEP] and text: use at least 8.")

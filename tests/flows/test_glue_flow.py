@@ -424,3 +424,7 @@ def test_a_grid_search_chooses_on_carved_rows_and_logs_every_trial(setup, tmp_pa
     scores = {float(t.data.params["lr"]): t.data.metrics["selection_score"] for t in trials}
     assert set(scores) == {1e-3, 1e-4} and chosen["n_trials"] == 2
     assert chosen["selection_score"] == max(scores.values()) and scores[chosen["lr"]] == chosen["selection_score"]
+    # Two 1-CPU trials on a 2-CPU local Ray: concurrent Ray Train jobs, their runs overlap in time.
+    assert chosen["concurrent"] == 2
+    first, second = sorted(trials, key=lambda t: t.info.start_time)
+    assert second.info.start_time < first.info.end_time

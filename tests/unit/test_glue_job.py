@@ -141,7 +141,44 @@ def test_search_grid_trials_and_choice():
 
     import logging
 
-    chosen, hp = _search(spec, spec.for_task("rte"), 7, run_job, logging.getLogger("t"))
+    chosen, hp = _search(spec, spec.for_task("rte"), 7, run_job, logging.getLogger("t"), capacity=lambda *a: 1)
     assert [r[:3] for r in ran] == [(1e-4, 1.0, 7), (1e-4, 2.0, 7), (1e-3, 1.0, 7), (1e-3, 2.0, 7)]
-    assert chosen == {"lr": 1e-4, "epochs": 2.0, "trial": 1, "selection_score": 0.7, "n_trials": 4}  # tie: earlier
+    assert chosen == {"lr": 1e-4, "epochs": 2.0, "trial": 1, "selection_score": 0.7, "n_trials": 4,
+                      "concurrent": 1}  # tie: the earlier trial
     assert (hp.lr, hp.epochs, hp.batch_size) == (1e-4, 2.0, 8)
+
+
+def test_search_trials_run_concurrently_and_choose_as_sequential_ones_do():
+    """With room for two jobs, two trials are in flight at once (a barrier of two would time out one at a
+    time), and the choice equals the sequential one whatever order they finish in."""
+    import logging
+    import threading
+    import time
+
+    from cluster.train.ray_entry import jobs_that_fit
+    from data_specs.glue import GlueScalingSpec as ScalingSpec
+    from tasks.glue.task_run import _search
+
+    spec = GlueSpec(name="g", tasks=["rte"], defaults={"select": "best", "selection_fraction": 0.1},
+                    search={"lr": [1e-4, 1e-3], "epochs": [1, 2], "max_concurrent": 2})
+    both_running = threading.Barrier(2, timeout=10)
+    scores = {(1e-4, 1.0): 0.5, (1e-4, 2.0): 0.7, (1e-3, 1.0): 0.7, (1e-3, 2.0): 0.6}
+    asked = []
+
+    def run_job(job_hp, name):
+        if job_hp.lr == 1e-4:  # the first two trials (lr slowest-varying) must overlap
+            both_running.wait()
+            time.sleep(0.2 if job_hp.epochs == 1 else 0.0)  # the earlier trial finishes last
+        return job.SeedOutcome(job_hp.seed, {}, "m", name, 1, metrics={"best_score": scores[(job_hp.lr, job_hp.epochs)]})
+
+    def capacity(scaling, uri, wanted):
+        asked.append(wanted)
+        return 2
+
+    chosen, _ = _search(spec, spec.for_task("rte"), 7, run_job, logging.getLogger("t"), capacity=capacity)
+    assert asked == [2]  # max_concurrent caps what is asked for
+    assert (chosen["trial"], chosen["selection_score"], chosen["concurrent"]) == (1, 0.7, 2)
+    one_cpu = ScalingSpec(num_workers=1, cpus_per_worker=1.0)
+    assert jobs_that_fit({"CPU": 2.0}, one_cpu, 18) == 2 and jobs_that_fit({"CPU": 0.5}, one_cpu, 18) == 1
+    assert jobs_that_fit({"CPU": 16.0, "GPU": 1.0}, ScalingSpec(num_workers=1, use_gpu=True), 18) == 1
+    assert jobs_that_fit({"CPU": 16.0}, ScalingSpec(num_workers=2, cpus_per_worker=0.5), 3) == 3
