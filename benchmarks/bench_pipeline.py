@@ -45,13 +45,15 @@ json.dump({"t0": t0, "end": time.time(), "started_at": out["started_at"], "timin
 
 
 def write_specs(root: Path) -> Path:
-    """The sample pipeline's specs with every output under `root`."""
-    curate = yaml.safe_load((REPO / "data_specs/curate/sample.yaml").read_text())
+    """The sample pipeline's specs (the stages data_specs/pipeline/sample.yaml names) with every output under
+    `root`."""
+    stages = yaml.safe_load((REPO / "data_specs/pipeline/sample.yaml").read_text())
+    curate = yaml.safe_load((REPO / stages["curate"]).read_text())
     curate["output"] = str(root / "curated")
     curate = json.loads(json.dumps(curate).replace('"tests/', f'"{REPO}/tests/'))  # absolute input paths
-    pretrain = yaml.safe_load((REPO / "data_specs/pretrain/sample_bert.yaml").read_text())
+    pretrain = yaml.safe_load((REPO / stages["pretrain"]).read_text())
     pretrain["data"] = {"curated": str(root / "curated"), "tokens": str(root / "tokens")}
-    glue = yaml.safe_load((REPO / "data_specs/glue/sample.yaml").read_text())
+    glue = yaml.safe_load((REPO / stages["glue"]).read_text())
     glue["data"] = {"dir": str(REPO / "tests/fixtures/glue_sample")}
     glue["scaling"] = {**glue.get("scaling", {}), "storage_path": str(root / "glue-runs")}
     spec = {"name": "bench", "curate": curate, "pretrain": pretrain, "glue": glue}
