@@ -236,7 +236,8 @@ def test_deploy_all_and_run_through_a_worker(services: Services, tmp_path: Path)
         assert all(not s["active"] for s in got["schedules"]), f"{d['name']}: schedule not paused"
         assert [s["schedule"]["cron"] for s in got["schedules"]] == [s["cron"] for s in d.get("schedules", [])]
         assert got["pull_steps"] == local["pull"]  # `{{ $LMPIPE_HOME }}` resolved by each run, not at deploy
-        assert got["concurrency_limit"] == 1 and got["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+        assert got["global_concurrency_limit"]["limit"] == 1  # one run at a time; over the limit it waits:
+        assert got["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     assert "model" in registered["glue-sample-bert"]["parameters"]
     assert any(s["schedule"]["cron"] == "0 2 * * *" for s in registered["pipeline-sample"]["schedules"])  # nightly
     assert registered["pipeline-sample"]["job_variables"]["env"]["LMPIPE_TIMEOUT_PIPELINE"] == "21600"
