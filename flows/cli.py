@@ -8,7 +8,7 @@
     lmpipe promote NAME [--version V] [--margin X] [--tasks ...] [--spec SPEC]
     lmpipe pipeline SPEC [--stages curate,pretrain,glue,promote] [--fresh]
     lmpipe services up|down|status
-    lmpipe validate SPEC
+    lmpipe validate SPEC [--kind curate|pretrain|glue|pipeline]
 
 Exit codes: 0 success; 1 the run finished but some inputs failed (curate) or the job failed (pretrain);
 2 bad spec, bad input, or a spec that cannot run (preflight). `promote` exits 0 whether it promotes or refuses.
@@ -64,24 +64,88 @@ def _summary(manifest: dict[str, Any]) -> None:
             console.print(f"  [red]✗[/] {f['input']}: {f['error']} ({f['documents_read']} records read)")
 
 
-def _is_pretrain_spec(path: str) -> bool:
+SPEC_KINDS = ("curate", "pretrain", "glue", "pipeline")
+
+
+def spec_kind(path: str) -> str:
+    """Which spec a YAML file is, by its top-level keys: `sources` curate, `model` pretrain, a stage key
+    (curate/pretrain/glue) pipeline, a GLUE spec's keys GLUE; anything else is read as curate (whose error then
+    says what is missing)."""
+    from data_specs.glue import GlueSpec
+
     try:
         raw = yaml.safe_load(open(path, encoding="utf-8"))
     except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(raw, dict) and "model" in raw
+        return "curate"  # load_curate_spec reports the missing file or the YAML error
+    if not isinstance(raw, dict):
+        return "curate"
+    if "sources" in raw:
+        return "curate"
+    if "model" in raw:
+        return "pretrain"
+    if {"curate", "pretrain", "glue"} & raw.keys():
+        return "pipeline"
+    if (set(GlueSpec.model_fields) - {"name", "version"}) & raw.keys():
+        return "glue"
+    return "curate"
+
+
+def _validate_pipeline(spec: str) -> str:
+    """Validate a pipeline spec and every stage spec it names or embeds; a one-line summary."""
+    import tempfile
+    from pathlib import Path
+
+    from data_specs import load_spec
+    from data_specs.glue import GlueSpec
+    from flows.pipeline import load_pipeline_spec, pipeline_fingerprint, stage_spec_path
+
+    parsed = load_pipeline_spec(spec)
+    loaders = {"curate": load_curate_spec, "pretrain": load_pretrain_spec, "glue": lambda p: load_spec(p, GlueSpec)}
+    with tempfile.TemporaryDirectory(prefix="lmpipe-validate-") as embedded:  # embedded stages, as the flow writes
+        try:
+            paths = {s: stage_spec_path(getattr(parsed, s), s, spec, Path(embedded)) for s in loaders}
+        except FileNotFoundError as exc:
+            raise SpecError(str(exc)) from exc
+        stages = {s: loaders[s](p) for s, p in paths.items()}
+        fp = pipeline_fingerprint(parsed, paths)
+    curated = Path(stages["pretrain"].data.curated)
+    output = Path(stages["curate"].output)
+    note = ""
+    if "curate" in parsed.stages and "pretrain" in parsed.stages and curated.resolve() != output.resolve():
+        note = f"; note: pretrain's data.curated {curated} is not the curate stage's output {output}"
+    return (f"{spec}: valid pipeline spec; fingerprint {fp}; stages {', '.join(parsed.stages)}; curate, pretrain "
+            f"and GLUE specs valid ({', '.join(str(p) for p in paths.values())}){note}")
 
 
 @app.command()
-def validate(spec: Annotated[str, typer.Argument(help="Path to a curate or pretrain spec YAML.")]) -> None:
-    """Validate a curate or pretrain spec and print its fingerprint."""
+def validate(
+    spec: Annotated[str, typer.Argument(help="Path to a curate, pretrain, GLUE or pipeline spec YAML.")],
+    kind: Annotated[str | None, typer.Option(help="The spec's kind (default: told by its keys): "
+                                             + ", ".join(SPEC_KINDS) + ".")] = None,
+) -> None:
+    """Validate a curate, pretrain, GLUE or pipeline spec (a pipeline's stage specs too); print what it is."""
+    if kind is not None and kind not in SPEC_KINDS:
+        console.print(f"[bold red]Invalid input[/]: --kind {kind!r}; expected one of {', '.join(SPEC_KINDS)}")
+        raise typer.Exit(2)
+    kind = kind or spec_kind(spec)
     try:
-        if _is_pretrain_spec(spec):
+        if kind == "pretrain":
             from flows.pretrain import pretrain_fingerprint
 
             pre = load_pretrain_spec(spec)
             console.print(f"{spec}: valid pretrain spec; fingerprint {pretrain_fingerprint(pre)}; "
                           f"{pre.model.kind}/{pre.model.init_from or pre.model.preset}, {pre.scaling.num_workers} worker(s)")
+            return
+        if kind == "glue":
+            from data_specs import load_spec
+            from data_specs.glue import GlueSpec
+
+            g = load_spec(spec, GlueSpec)
+            console.print(f"{spec}: valid GLUE spec; tasks {', '.join(g.tasks)}; {len(g.seeds or [None])} seed(s); "
+                          f"{g.scaling.num_workers} worker(s){'; search' if g.search else ''}", soft_wrap=True)
+            return
+        if kind == "pipeline":
+            console.print(_validate_pipeline(spec), soft_wrap=True, highlight=False)
             return
         parsed = load_curate_spec(spec)
     except SpecError as exc:
@@ -303,6 +367,19 @@ def pipeline(
     _where_to_look(summary)
 
 
+def _running_services() -> dict[str, tuple[str, str]]:
+    """Service name -> (URL, env.sh path) of the `lmpipe services` servers that run now, on the ports they use."""
+    from flows.services import default_state_dir, is_alive, read_info
+
+    state = default_state_dir()
+    out = {}
+    for name in ("prefect", "mlflow"):
+        info = read_info(state, name)
+        if info is not None and info.get("ui_url") and is_alive(info["pid"]):
+            out[name] = (info["ui_url"], str(state / "env.sh"))
+    return out
+
+
 def _where_to_look(summary: dict[str, Any]) -> None:
     """Per-stage times, then where to look: the two UIs and the champion with a snippet that loads it."""
     table = Table(title=f"pipeline {summary['name']} ({summary['fingerprint']})")
@@ -320,13 +397,23 @@ def _where_to_look(summary: dict[str, Any]) -> None:
     say = partial(console.print, soft_wrap=True)  # commands and URIs stay on one line, copy-pastable
     prefect_api = os.environ.get("PREFECT_API_URL")
     say("[bold]Where to look[/]")
+    running = _running_services()
     if prefect_api:
         say(f"  Prefect UI:  {prefect_api.rsplit('/api', 1)[0]}  (flow run tagged pipeline:{summary['name']})")
+    elif "prefect" in running:
+        say(f"  Prefect UI:  this run used a temporary server; `lmpipe services` runs one at {running['prefect'][0]}: "
+            f"`source {running['prefect'][1]}` (PREFECT_API_URL={running['prefect'][0]}/api) to keep history there")
     else:
         say("  Prefect UI:  this run used a temporary server; keep history with `.venv/bin/lmpipe services up` "
-            "(or `.venv/bin/prefect server start`) and export PREFECT_API_URL=http://127.0.0.1:4200/api")
+            "(or `.venv/bin/prefect server start`) and export the PREFECT_API_URL it prints")
     uri = summary["tracking_uri"]
-    ui = uri if uri.startswith("http") else f".venv/bin/mlflow ui --backend-store-uri {uri} --port 5000"
+    if uri.startswith("http"):
+        ui = uri
+    elif "mlflow" in running:
+        ui = (f"{running['mlflow'][0]} (`lmpipe services`; this run wrote {uri} directly: "
+              f"`source {running['mlflow'][1]}` to log through the server)")
+    else:
+        ui = f".venv/bin/mlflow ui --backend-store-uri {uri} --port 5000"
     say(f"  MLflow UI:   {ui}")
     say(f"  Champion:    [bold]{summary['champion_uri']}[/]")
     first = next(iter((summary["stages"].get("glue") or {}).get("registered", {}).values()), None)

@@ -40,6 +40,7 @@ from prefect.futures import PrefectFuture, as_completed
 
 from data_specs import CurateSpec, curate_fingerprint, load_curate_spec
 from flows.runners import apply_run_overrides, chosen_dedup_engine, chosen_runner, make_task_runner, ray_session
+from flows.timeouts import flow_timeout
 from tasks.common.faults import fault_point
 from tasks.common.lock import output_lock
 from tasks.corpus.core import plan_shards, read_manifest, remove_stale_shards
@@ -66,7 +67,7 @@ def _failed_unit(unit: WorkUnit, error: BaseException) -> UnitResult:
     )
 
 
-@flow(name="curate-units", log_prints=True)
+@flow(name="curate-units", log_prints=True, timeout_seconds=flow_timeout("curate-units"))
 def process_units(spec: CurateSpec, units: list[tuple[int, WorkUnit]], work_dir: str) -> list[UnitResult]:
     """Map every work unit (bounded by run.workers); a unit that fails after retries becomes a failed input."""
     logger = get_run_logger()
@@ -96,7 +97,7 @@ def process_units(spec: CurateSpec, units: list[tuple[int, WorkUnit]], work_dir:
     return results
 
 
-@flow(name="curate", log_prints=True)
+@flow(name="curate", log_prints=True, timeout_seconds=flow_timeout("curate"))
 def curate(spec_path: str) -> dict[str, Any]:
     """Curate the corpus described by the spec at `spec_path`; returns the manifest.
 

@@ -28,6 +28,7 @@ from prefect.runtime import flow_run as prefect_flow_run
 
 from data_specs import SPECS_DIR, fingerprint, load_spec
 from data_specs.glue import FinetuneSpec, GlueSpec
+from flows.timeouts import flow_timeout
 from tasks.glue.contamination_scan import scan_dev_sets
 from tasks.glue.evaluation import EvaluationContext, finish_evaluation, write_metrics_json
 from tasks.glue.task_run import evaluate_task, lineage_tags, preflight_data, storage_root
@@ -79,7 +80,7 @@ def contamination_task(curated_dir: str, task_names: list[str], spec: GlueSpec, 
                          cache_dir=os.path.join(storage_root(spec), "contamination"))
 
 
-@flow(name="glue", log_prints=True)
+@flow(name="glue", log_prints=True, timeout_seconds=flow_timeout("glue"))
 def glue(
     model: str,
     tasks: list[str] | None = None,
@@ -164,7 +165,7 @@ def _default_uri() -> str:
     return default_tracking_uri()
 
 
-@flow(name="promote", log_prints=True)
+@flow(name="promote", log_prints=True, timeout_seconds=flow_timeout("promote"))
 def promote(name: str, margin: float | None = None, tasks: list[str] | None = None,
             spec_path: str | None = None, version: str | None = None) -> dict[str, Any]:
     """Move `champion` to `name` v`version` (default `@candidate`) and its task models only if the gate passes

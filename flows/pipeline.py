@@ -28,6 +28,7 @@ from prefect.runtime import flow_run
 
 from data_specs import fingerprint, load_spec
 from data_specs.pipeline import STAGES, PipelineSpec
+from flows.timeouts import flow_timeout
 
 
 def load_pipeline_spec(path: str) -> PipelineSpec:
@@ -73,7 +74,7 @@ def _tag_flow_run(tags: list[str]) -> None:
         client.update_flow_run(run_id, tags=sorted(set(current.tags or []) | set(tags)))
 
 
-@flow(name="pipeline", log_prints=True)
+@flow(name="pipeline", log_prints=True, timeout_seconds=flow_timeout("pipeline"))
 def pipeline(spec_path: str, stages: list[str] | None = None, fresh: bool = False) -> dict[str, Any]:
     """Run the pipeline spec's stages (or `stages`); returns what each stage produced and the champion's URI.
 

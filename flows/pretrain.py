@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 
 from data_specs import PretrainSpec, canonical_json, fingerprint, load_pretrain_spec
+from flows.timeouts import flow_timeout
 from tasks.common.durable import fsync_tree, write_bytes_durably
 
 CANDIDATE = "candidate"
@@ -158,7 +159,7 @@ def build_token_shards_task(spec: PretrainSpec, tokenizer_dir: str) -> dict:
                               progress=progress)
 
 
-@flow(name="tokenize", log_prints=True)
+@flow(name="tokenize", log_prints=True, timeout_seconds=flow_timeout("tokenize"))
 def tokenize(spec_path: str) -> dict[str, Any]:
     """Train the tokenizer and write packed token shards + manifest; returns the token manifest."""
     spec = _resolve_paths(load_pretrain_spec(spec_path))
@@ -231,7 +232,7 @@ def _flat_params(spec: PretrainSpec) -> dict[str, str]:
     return out
 
 
-@flow(name="pretrain", log_prints=True)
+@flow(name="pretrain", log_prints=True, timeout_seconds=flow_timeout("pretrain"))
 def pretrain(spec_path: str, new_run: bool = False) -> dict[str, Any]:
     """Tokenize, pretrain on Ray Train, and register the model in MLflow; returns a summary with its models:/ URI.
 

@@ -6,7 +6,7 @@
     python -m flows.services up ...          # the same commands without the `lmpipe` entry point
 
 `up` starts what is not already running (a second `up` starts nothing), waits until both answer their HTTP
-health checks, creates the `lmpipe-cpu` process work pool if it is missing, and prints the exports a shell needs.
+health checks, creates or updates the `lmpipe-cpu` process work pool, and prints the exports a shell needs.
 Both servers listen on 127.0.0.1 only.
 
 State (default `<repo>/.lmpipe/services/`, or `$LMPIPE_STATE_DIR/services/`):
@@ -27,10 +27,13 @@ Two consequences of sharing one store with and without a server:
   experiment the server created (MLflow: "an mlflow-artifacts URI ... requires an http tracking URI"). Once the
   server is in use, keep it up and export MLFLOW_TRACKING_URI.
 
-The work pool's default `env` job variable holds `LMPIPE_HOME=<repo>`, so flow runs of `prefect.yaml`'s
-deployments start in this checkout (their pull step is `set_working_directory: {{ $LMPIPE_HOME }}`) even from
-a worker started without it. The process worker lays the pool's `env` over its own environment, so on this pool
-that value wins over a worker's LMPIPE_HOME. A pool that already exists is left as it is.
+The work pool's default `env` job variable holds `LMPIPE_HOME=<repo>`, `MLFLOW_TRACKING_URI` and
+`PREFECT_API_URL` of the servers that run, so flow runs of `prefect.yaml`'s deployments start in this checkout
+(their pull step is `set_working_directory: {{ $LMPIPE_HOME }}`) and log to the tracking server even from a
+worker started without env.sh. The process worker lays the pool's `env` over its own environment, so on this
+pool these values win over a worker's. Every `up` writes them again (a pool made by another checkout, or before
+the servers moved port, is updated; other `env` keys and job variables someone added are kept), and sets the
+pool's concurrency limit (`--pool-concurrency`, default 1: one run at a time on one machine; 0 = no limit).
 """
 
 from __future__ import annotations
@@ -148,12 +151,24 @@ def exports(prefect: Service, mlflow: Service, repo: Path) -> dict[str, str]:
             "LMPIPE_HOME": str(repo)}
 
 
-def process_pool_template(repo: Path) -> dict[str, Any]:
-    """Prefect's default process-worker job template, with `LMPIPE_HOME=<repo>` as the default `env`."""
+def pool_env(prefect: Service, mlflow: Service, repo: Path) -> dict[str, str]:
+    """What every flow run of the pool gets in its environment: the checkout and both servers' URLs."""
+    return {"LMPIPE_HOME": str(repo), "PREFECT_API_URL": prefect.client_url, "MLFLOW_TRACKING_URI": mlflow.client_url}
+
+
+def process_pool_template(env: dict[str, str], current: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A process-worker job template whose default `env` holds `env`.
+
+    `current` (the pool's template today) is kept apart from those keys: other `env` entries and job variables a
+    user added survive an update. Without it, Prefect's default process template is the base.
+    """
     from prefect.workers.process import ProcessWorker
 
-    template = ProcessWorker.get_default_base_job_template()
-    template["variables"]["properties"]["env"]["default"] = {"LMPIPE_HOME": str(repo)}
+    template = json.loads(json.dumps(current)) if current else ProcessWorker.get_default_base_job_template()
+    env_var = template["variables"]["properties"].setdefault("env", {"type": "object", "title": "Environment "
+                                                                     "Variables", "additionalProperties":
+                                                                     {"type": "string"}})
+    env_var["default"] = {**(env_var.get("default") or {}), **env}
     return template
 
 
@@ -321,8 +336,10 @@ def stop(state_dir: Path, name: str, timeout: float) -> str:
     return outcome
 
 
-def ensure_work_pool(api_url: str, repo: Path, name: str = WORK_POOL) -> bool:
-    """Create process work pool `name` if the server lacks it; True if created. Uses the REST API directly."""
+def ensure_work_pool(api_url: str, env: dict[str, str], concurrency: int | None = 1,
+                     name: str = WORK_POOL) -> str:
+    """Create process work pool `name`, or update it: its default `env` gets `env`, its concurrency limit
+    `concurrency` (None = no limit). Returns "created", "updated" or "unchanged". Uses the REST API directly."""
     def call(method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{api_url}{path}", data=data, method=method,
@@ -333,17 +350,28 @@ def ensure_work_pool(api_url: str, repo: Path, name: str = WORK_POOL) -> bool:
         except urllib.error.HTTPError as exc:
             return exc.code, None
 
-    status, _ = call("GET", f"/work_pools/{name}")
+    status, pool = call("GET", f"/work_pools/{name}")
     if status == 200:
-        return False
+        if pool["type"] != "process":
+            raise RuntimeError(f"work pool {name!r} exists with type {pool['type']!r}; prefect.yaml's deployments "
+                               f"need a process pool: `prefect work-pool delete {name}`, then `lmpipe services up`")
+        template = process_pool_template(env, pool["base_job_template"])
+        if template == pool["base_job_template"] and pool.get("concurrency_limit") == concurrency:
+            return "unchanged"
+        status, _ = call("PATCH", f"/work_pools/{name}", {"base_job_template": template,
+                                                          "concurrency_limit": concurrency})
+        if status not in (200, 204):
+            raise RuntimeError(f"updating work pool {name!r} failed: HTTP {status}")
+        return "updated"
     status, _ = call("POST", "/work_pools/", {"name": name, "type": "process",
-                                              "base_job_template": process_pool_template(repo),
+                                              "base_job_template": process_pool_template(env),
+                                              "concurrency_limit": concurrency,
                                               "description": "lmpipe flows as local processes (prefect.yaml)"})
-    if status == 409:  # created meanwhile by someone else
-        return False
+    if status == 409:  # created meanwhile by someone else: update it on the next `up`
+        return "unchanged"
     if status not in (200, 201):
         raise RuntimeError(f"creating work pool {name!r} failed: HTTP {status}")
-    return True
+    return "created"
 
 
 def write_env_file(state_dir: Path, values: dict[str, str]) -> Path:
@@ -367,8 +395,11 @@ def up(
     mlflow_dir: Annotated[Path | None, typer.Option(help="Folder of mlflow.db and artifacts/ "
                                                          "(default: <repo>/.lmpipe/mlflow).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for both servers to answer.")] = 120.0,
+    pool_concurrency: Annotated[int, typer.Option(help=f"Flow runs of the {WORK_POOL} pool at once (0: no limit).",
+                                                  min=0)] = 1,
 ) -> None:
-    """Start the Prefect and MLflow servers (only those not running), wait until healthy, create the work pool."""
+    """Start the Prefect and MLflow servers (only those not running), wait until healthy, create or update the
+    work pool."""
     state = (state_dir or default_state_dir()).resolve()
     mlflow_home = (mlflow_dir or default_mlflow_dir()).resolve()
     (mlflow_home / "artifacts").mkdir(parents=True, exist_ok=True)
@@ -405,8 +436,15 @@ def up(
     except RuntimeError as exc:
         console.print(f"[bold red]{exc}[/]\n`down` stops what did start.")
         raise typer.Exit(1) from exc
-    if ensure_work_pool(running["prefect"].client_url, repo):
-        console.print(f"work pool {WORK_POOL!r} (process) created; its runs get LMPIPE_HOME={repo}")
+    env = pool_env(running["prefect"], running["mlflow"], repo)
+    try:
+        outcome = ensure_work_pool(running["prefect"].client_url, env, pool_concurrency or None)
+    except RuntimeError as exc:
+        console.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    limit = pool_concurrency or "no limit"
+    console.print(f"work pool {WORK_POOL!r} (process, concurrency {limit}) {outcome}; its runs get "
+                  + ", ".join(f"{k}={v}" for k, v in env.items()), highlight=False, soft_wrap=True)
     values = exports(running["prefect"], running["mlflow"], repo)
     env_file = write_env_file(state, values)
     console.print(f"\n[bold green]Both servers are up.[/]\n"
@@ -414,7 +452,7 @@ def up(
     console.print(f"In your shell (or `source {env_file}`):", highlight=False)
     for key, value in values.items():
         console.print(f"  export {key}={shlex.quote(value)}", highlight=False, soft_wrap=True)
-    console.print("\nThen: prefect deploy --all && prefect worker start --pool lmpipe-cpu", highlight=False)
+    console.print(f"\nThen: prefect deploy --all && prefect worker start --pool {WORK_POOL}", highlight=False)
 
 
 def _service_from_info(requested: Service, info: dict[str, Any]) -> Service:

@@ -325,22 +325,50 @@ def _scalings() -> dict[str, list[Any]]:
     return out
 
 
-def test_gpu_groups_fit_the_specs_that_run_on_them():
-    """lmpipe's preflight wants scaling.num_workers GPUs up when a job starts (not scaled from zero), and each GPU
-    worker its cpus_per_worker on the same node."""
+def test_gpu_groups_scale_from_zero_to_what_the_specs_ask():
+    """GPU groups start at zero and the autoscaler adds nodes on demand; their maximum holds scaling.num_workers
+    GPUs (Ray Train V2 refuses a request beyond the cluster's maximum), each with its cpus_per_worker."""
     scalings = _scalings()
     for where, spec in CLUSTER_SPECS:
-        limits = [(_containers(g)[0]["resources"]["limits"], g["minReplicas"]) for _, g in _groups(spec)[1:]]
-        pods = [(int(lim.get("nvidia.com/gpu", 0)), float(lim["cpu"]), n) for lim, n in limits]  # (GPUs, CPUs, pinned)
+        groups = [g for _, g in _groups(spec)[1:]]
+        pods = [(int(_containers(g)[0]["resources"]["limits"].get("nvidia.com/gpu", 0)),
+                 float(_containers(g)[0]["resources"]["limits"]["cpu"]), g) for g in groups]
+        assert any(gpus for gpus, _, _ in pods), f"{where}: no GPU group"
+        for gpus, _, g in pods:
+            if gpus:
+                assert g["minReplicas"] == 0 and g["replicas"] == 0, f"{where}/{g['groupName']}: pinned GPU pods"
+        assert spec.get("enableInTreeAutoscaling") is True, f"{where}: a group from zero needs the autoscaler"
         for scaling in scalings[where]:
-            assert sum(gpus * n for gpus, _, n in pods) >= scaling.num_workers, f"{where}: too few GPUs pinned"
+            assert sum(gpus * g["maxReplicas"] for gpus, _, g in pods) >= scaling.num_workers, f"{where}: too few GPUs"
             assert all(cpus >= gpus * scaling.cpus_per_worker for gpus, cpus, _ in pods if gpus), where
     for path, launcher in LAUNCHER:
-        types = launcher["available_node_types"].values()
+        types = launcher["available_node_types"]
+        gpu_types = [t for name, t in types.items() if t["resources"].get("GPU") and name != launcher["head_node_type"]]
+        assert gpu_types and all(t.get("min_workers", 0) == 0 for t in gpu_types), f"{path.name}: pinned GPU nodes"
         for scaling in scalings[path.name]:
-            assert sum(t["resources"].get("GPU", 0) * t.get("min_workers", 0) for t in types) >= scaling.num_workers
+            assert sum(t["resources"]["GPU"] * t["max_workers"] for t in gpu_types) >= scaling.num_workers
             assert all(t["resources"].get("CPU", 0) >= t["resources"]["GPU"] * scaling.cpus_per_worker
-                       for t in types if t["resources"].get("GPU")), path.name
+                       for t in gpu_types), path.name
+
+
+@pytest.mark.parametrize("path,doc", RAYJOBS, ids=_ids(RAYJOBS))
+def test_rayjobs_end_after_their_flows_limit(path, doc):
+    """A hung driver cannot hold the job's GPUs for ever; the flow's own timeout fires first and is recorded."""
+    from flows.timeouts import DEFAULT_TIMEOUTS_S
+
+    deadline = doc["spec"].get("activeDeadlineSeconds")
+    assert isinstance(deadline, int) and deadline > 0, f"{path.name}: no activeDeadlineSeconds"
+    for argv in _commands(doc["spec"]["entrypoint"]):
+        if argv[0] == "lmpipe":
+            assert deadline > DEFAULT_TIMEOUTS_S[argv[1]], f"{path.name}: the deadline cuts {argv[1]}'s own limit"
+
+
+@pytest.mark.parametrize("path,doc", LAUNCHER, ids=_ids(LAUNCHER))
+def test_the_launcher_dashboard_listens_on_loopback_only(path, doc):
+    """The dashboard is the job API: reaching it is running code. `ray dashboard`'s tunnel needs only loopback."""
+    (start,) = [c for c in doc["head_start_ray_commands"] if "ray start --head" in c]
+    hosts = re.findall(r"--dashboard-host[= ](\S+)", start)
+    assert hosts == ["127.0.0.1"], f"{path.name}: dashboard host {hosts or 'default'}"
 
 
 # -- the cluster launcher config ----------------------------------------------------------------------------------
