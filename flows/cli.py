@@ -42,6 +42,18 @@ def _add_services() -> None:
 _add_services()
 
 
+@app.callback()
+def _use_services() -> None:
+    """Runs before every command: point the run at the `lmpipe services` Prefect server when one runs and the
+    shell has no PREFECT_API_URL (LMPIPE_USE_SERVICES=0 keeps a temporary server)."""
+    from flows.services import use_running_prefect
+
+    api = use_running_prefect()
+    if api:
+        console.print(f"Prefect: the run's history goes to the running `lmpipe services` server ({api}); "
+                      "LMPIPE_USE_SERVICES=0 for a temporary one", soft_wrap=True)
+
+
 def _summary(manifest: dict[str, Any]) -> None:
     c = manifest["counts"]
     table = Table(title=f"{manifest['name']} ({manifest['fingerprint']})", show_header=True)

@@ -260,6 +260,35 @@ def is_healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def running_prefect_api(state_dir: Path | None = None) -> str | None:
+    """`PREFECT_API_URL` of the Prefect server `lmpipe services up` runs now (alive and answering its health URL),
+    or None.
+
+    The CLI points a run at it when the shell has no `PREFECT_API_URL` (`use_running_prefect`): the run's history
+    lands in the server the UI shows, and the run skips Prefect's temporary server, about 10 s of every run's
+    start-up here.
+    """
+    info = read_info(state_dir or default_state_dir(), "prefect")
+    if info is None or not info.get("client_url") or not is_alive(info["pid"]):
+        return None
+    return info["client_url"] if is_healthy(info.get("health_url") or f"{info['client_url']}/health") else None
+
+
+def use_running_prefect(environ: dict[str, str] | os._Environ = os.environ,
+                        state_dir: Path | None = None) -> str | None:
+    """Set `PREFECT_API_URL` in `environ` to the running `lmpipe services` server when it is unset; return the URL
+    set, or None (already set, `LMPIPE_USE_SERVICES=0`, or no server runs: the run starts a temporary one).
+
+    Call it before Prefect is imported: Prefect reads its settings then.
+    """
+    if environ.get("PREFECT_API_URL") or environ.get("LMPIPE_USE_SERVICES", "1") == "0":
+        return None
+    api = running_prefect_api(state_dir)
+    if api:
+        environ["PREFECT_API_URL"] = api
+    return api
+
+
 def _log_tail(path: Path, lines: int = 30) -> str:
     if not path.is_file():
         return "(no log)"
