@@ -105,6 +105,15 @@ class GlueScalingSpec(StrictModel):
     max_failures: int = Field(3, ge=-1, description="Worker failures to recover from (-1 = unlimited).")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="'auto' = bf16 on GPU, fp32 on CPU.")
 
+    @field_validator("storage_path")
+    @classmethod
+    def _local_storage(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value:
+            raise ValueError(f"{value!r}: GLUE job folders (results, reuse by fingerprint, final models) need a "
+                             "local or mounted path, shared by every node (NFS); storage URLs are supported for "
+                             "pretraining's scaling.storage_path")
+        return value
+
 
 class GlueMLflowSpec(StrictModel):
     """Tracking and registry. MLFLOW_TRACKING_URI wins over `tracking_uri`."""

@@ -135,7 +135,8 @@ class ScalingSpec(StrictModel):
     )
     ray_address: str | None = Field(None, description="Existing Ray cluster; RAY_ADDRESS wins; null = local Ray.")
     storage_path: str | None = Field(
-        None, description="Checkpoints and run state (shared storage on multi-node clusters); null = <tokens>/runs."
+        None, description="Checkpoints and run state: a path (shared storage on multi-node clusters) or a URL Ray "
+        "Train writes through pyarrow (s3://, gs://, abfss://, file://); null = <tokens>/runs."
     )
     max_failures: int = Field(3, ge=-1, description="Worker failures to recover from (-1 = unlimited).")
 

@@ -271,8 +271,12 @@ def glue(
     metrics_json: Annotated[str | None, typer.Option(help="Also write the results as JSON here.")] = None,
     predict: Annotated[bool, typer.Option("--predict", help="Also predict each task's test.tsv and write the "
                                           "gluebenchmark.com submission zip (needs --data-dir).")] = False,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Train on CPUs even if the spec says scaling.use_gpu: true "
+                                      "(the default spec does).")] = False,
 ) -> None:
-    """Fine-tune and score MODEL on GLUE tasks (Ray Train); register <base>-glue-<task> models in MLflow."""
+    """Fine-tune and score MODEL on GLUE tasks (Ray Train); register <base>-glue-<task> models in MLflow.
+
+    Exits 2 on bad input or when the spec's workers can never be placed (no GPU: use --cpu)."""
     from data_specs.glue import GlueSpec
     from tasks.glue.tasks import parse_task_list
 
@@ -293,8 +297,8 @@ def glue(
     try:
         summary = glue_flow(model, tasks=task_list, spec_path=spec, data_dir=data_dir, name=name,
                             overrides={k: v for k, v in overrides.items() if v is not None}, metrics_json=metrics_json,
-                            predict=predict)
-    except (GlueDataError, ValueError) as exc:
+                            predict=predict, cpu=cpu)
+    except (GlueDataError, ValueError) as exc:  # PreflightError (Ray resources) is a ValueError
         console.print(f"[bold red]Cannot run[/]: {exc}")
         raise typer.Exit(2) from exc
     _glue_table(summary)

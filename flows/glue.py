@@ -31,7 +31,7 @@ from data_specs.glue import FinetuneSpec, GlueSpec
 from flows.timeouts import flow_timeout
 from tasks.glue.contamination_scan import scan_dev_sets
 from tasks.glue.evaluation import EvaluationContext, finish_evaluation, write_metrics_json
-from tasks.glue.task_run import evaluate_task, lineage_tags, preflight_data, storage_root
+from tasks.glue.task_run import evaluate_task, lineage_tags, preflight_data, preflight_resources, storage_root
 
 DEFAULT_SPEC = str(SPECS_DIR / "glue" / "default.yaml")
 CANDIDATE, CHAMPION = "candidate", "champion"
@@ -90,11 +90,13 @@ def glue(
     overrides: dict[str, Any] | None = None,
     metrics_json: str | None = None,
     predict: bool = False,
+    cpu: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune and score `model` on GLUE; returns {"model", "glue_score", "tasks": {key: metrics + counts}, ...}.
 
     `overrides` (epochs, lr, batch_size, max_length, seed, max_train_examples, ...) apply to every task run;
-    `predict` also writes the leaderboard zip from each task's test files (summary["submission"]).
+    `predict` also writes the leaderboard zip from each task's test files (summary["submission"]); `cpu` trains
+    on CPUs whatever the spec's `scaling.use_gpu` says (the fallback the GPU preflight offers).
     """
     import mlflow
 
@@ -105,6 +107,8 @@ def glue(
     started = time.time()
     logger = get_run_logger()
     spec = load_glue_spec(spec_path)
+    if cpu:
+        spec = spec.model_copy(update={"scaling": spec.scaling.model_copy(update={"use_gpu": False})})
     data_dir = data_dir or spec.data.dir
     if data_dir is not None:  # absolute: the lineage tags name the files, wherever the run started
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"dir": os.path.abspath(data_dir)})})
@@ -112,6 +116,7 @@ def glue(
     hps = {t: spec.for_task(t, **(overrides or {})) for t in task_names}
     preflight_data(task_names, spec, predict)
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.mlflow.tracking_uri or _default_uri()
+    preflight_resources(spec, tracking_uri)  # GPUs and CPUs, before a download or a Ray Train job waits
     experiment_id = ensure_experiment(spec.mlflow.experiment, tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     # Under the run storage, not /tmp: on a multi-node cluster that is the shared mount the workers read from.

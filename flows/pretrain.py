@@ -80,27 +80,26 @@ def _local_gpus() -> int:
 
 
 def _preflight(spec: PretrainSpec, token_manifest: dict | None = None) -> None:
+    """Every reason the job cannot run, raised before any work. On a Ray cluster (RAY_ADDRESS or the spec's
+    address) this joins it with the workers' settings and checks the request against what the cluster has or
+    can grow to (`cluster.ray_session`); on this machine, against its GPUs and cores."""
     from tasks.pretrain.core import check, preflight, read_curated_manifest
 
     remote = bool(os.environ.get("RAY_ADDRESS") or spec.scaling.ray_address)
+    if remote:
+        from cluster.train.ray_entry import _ensure_ray
+        from tasks.registry.tracking import resolve_tracking_uri
+
+        _ensure_ray(spec.scaling, resolve_tracking_uri(spec.mlflow))
     check(
         preflight(
             spec,
             curated_manifest=read_curated_manifest(spec.data.curated),
-            gpus_available=_cluster_gpus(spec.scaling.ray_address) if remote else _local_gpus(),
+            gpus_available=None if remote else _local_gpus(),
             cpus_available=None if remote else float(os.cpu_count() or 1),
             token_manifest=token_manifest,
         )
     )
-
-
-def _cluster_gpus(spec_address: str | None) -> int:
-    """GPUs in the Ray cluster the job will run on (RAY_ADDRESS wins over the spec)."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or spec_address, include_dashboard=False)
-    return int(ray.cluster_resources().get("GPU", 0))
 
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)

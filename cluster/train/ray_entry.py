@@ -49,7 +49,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from cluster import ray_logging
+from cluster import ray_session
 from cluster.train.checkpoints import (
     complete_checkpoints,
     first_loadable,
@@ -126,10 +126,10 @@ def run_pretraining(
     tokens_sha256 = hashlib.sha256(manifest_bytes).hexdigest()  # recorded in every checkpoint: resume on these only
     if manifest["model_kind"] != model.kind:
         raise ValueError(f"token shards in {tokens} were made for {manifest['model_kind']!r}, model is {model.kind!r}")
-    storage = str(Path(storage_path).resolve()) if "://" not in storage_path else storage_path
-    model_dir = _local_path(storage, run_name, FINAL_MODEL_DIR)  # fails now, not after training, if remote
-    # before Ray starts: a refusal costs nothing
-    check_resume(Path(model_dir).parent, scaling.num_workers, train, tokens_sha256=tokens_sha256)
+    storage = storage_path if is_remote(storage_path) else str(Path(storage_path).resolve())
+    model_dir = published_dir(storage, run_name)
+    # before Ray starts: a refusal costs nothing (a storage URL: Ray's snapshot decides, see check_resume)
+    check_resume(f"{storage}/{run_name}", scaling.num_workers, train, tokens_sha256=tokens_sha256)
     tracking_uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     _ensure_ray(scaling, tracking_uri)
 
@@ -208,9 +208,16 @@ def _job_config(scaling: Any, storage: str, run_name: str, mlflow_run_id: str | 
         "mlflow_tracking_uri": tracking_uri,
         "invocation": uuid.uuid4().hex,
         "fail_once_at_step": fail_once_at_step,
-        "fail_marker": fail_once_at_step and _local_path(storage, run_name, f".failed_once_at_{fail_once_at_step}"),
+        "fail_marker": fail_once_at_step and _fail_marker(storage, run_name, fail_once_at_step),
         "run_dir": _local_path(storage, run_name, ""),
     }
+
+
+def _fail_marker(storage: str, run_name: str, step: int) -> str:
+    marker = _local_path(storage, run_name, f".failed_once_at_{step}")
+    if marker is None:
+        raise ValueError(f"fail_once_at_step (a test hook) needs a local storage_path, got {storage}")
+    return marker
 
 
 def _trainer(worker: Any, config: dict[str, Any], scaling: Any, run_name: str, storage: str,
@@ -222,9 +229,11 @@ def _trainer(worker: Any, config: dict[str, Any], scaling: Any, run_name: str, s
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources),
+        # The workers' env also when this process joined Ray without it (prefect-ray, a test, a notebook).
         run_config=RunConfig(name=run_name, storage_path=storage,
                              failure_config=FailureConfig(max_failures=scaling.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             worker_runtime_env={"env_vars": ray_session.worker_env(config.get("mlflow_tracking_uri"))}),
         **kwargs,
     )
 
@@ -246,7 +255,7 @@ def _train_worker(config: dict[str, Any]) -> None:
                         init_dir=config.get("init_dir"))
     raw = model
     resume, meta = None, {"invocation": config["invocation"], "resumed_from_step": None}
-    with _resume_candidates(ray.train.get_checkpoint(), Path(config["run_dir"])) as candidates:
+    with _resume_candidates(ray.train.get_checkpoint(), config["run_dir"]) as candidates:
         found = first_loadable(candidates, _load_resume(rank), _agree(device, world))  # a damaged newest: previous
     if found is not None:
         resume, saved = found[1]
@@ -313,7 +322,8 @@ def _train_worker(config: dict[str, Any]) -> None:
                     raw.save_pretrained(Path(tmp) / _HF_SUBDIR)  # the final model rides in the last checkpoint
             write_completion_marker(tmp, rank, state.step, world)  # last: what this rank wrote, file by file
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))  # barrier: every rank
-        fsync_persisted(Path(config["run_dir"]), rank, state.step)
+        if config["run_dir"]:  # a storage URL: its filesystem's own durability
+            fsync_persisted(Path(config["run_dir"]), rank, state.step)
         checkpointed["any"] = True
 
     train_loop(
@@ -423,38 +433,15 @@ class _MlflowLogger:
             self.buffer = []
 
 
-def _ensure_ray(scaling: ScalingSpec, tracking_uri: str | None, jobs: int = 1) -> None:
-    """Join `RAY_ADDRESS` / `scaling.ray_address`, or start a local Ray sized for `jobs` concurrent jobs' workers
-    and one spare CPU (at most the machine's cores when `jobs` > 1).
-
-    Console output is set up in `cluster.ray_logging`: worker prints shown once on any cluster; on a local one,
-    no State-API polling warnings and Ray Data's per-epoch lines in its log file only.
-    """
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if ray.is_initialized():
-        return
-    env = {"TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0", **ray_logging.WORKER_ENV_VARS}
-    if tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
-    address = os.environ.get("RAY_ADDRESS") or scaling.ray_address
-    if address:
-        ray.init(address=address, runtime_env={"env_vars": env})
-    else:
-        # One logical CPU beyond the workers' share, for the Train controller and any Ray tasks beside them.
-        num_cpus = max(2, math.ceil(scaling.num_workers * scaling.cpus_per_worker) + 1)
-        if jobs > 1:  # concurrent trials: room for all of them, within the cores there are
-            num_cpus = max(num_cpus, min(os.cpu_count() or 1, math.ceil(jobs * scaling.num_workers
-                                                                        * scaling.cpus_per_worker) + 1))
-        # Ray renices its workers to 15 by default; in a local training job the workers *are* the job, and at
-        # nice 15 every idle-time blip of the driver, the Prefect server or the raylet preempts them (measured:
-        # about 5% of fine-tuning throughput on 2 cores). The local raylet reads this when it starts.
-        os.environ.setdefault("RAY_worker_niceness", "0")
-        global RAY_START_S
-        started = time.perf_counter()
-        context = ray.init(num_cpus=num_cpus, include_dashboard=False,
-                           runtime_env={"env_vars": env, "worker_process_setup_hook": ray_logging.quiet_local_workers})
-        RAY_START_S = time.perf_counter() - started
-        print(f"[lmpipe] Ray started locally; full logs in {context.address_info['session_dir']}/logs", flush=True)
+def _ensure_ray(scaling: ScalingSpec | GlueScalingSpec, tracking_uri: str | None, jobs: int = 1) -> None:
+    """Start, join or resize Ray for `jobs` concurrent jobs of `scaling`'s size (`cluster.ray_session`), or raise
+    `RayResourceError` with the fix when they can never be placed. Console output: `cluster.ray_logging`."""
+    global RAY_START_S
+    stage = "GLUE (scaling)" if isinstance(scaling, GlueScalingSpec) else "pretrain (scaling)"
+    fix = ("rerun with `--cpu` (lmpipe glue MODEL --cpu) or set scaling.use_gpu: false in the GLUE spec"
+           if isinstance(scaling, GlueScalingSpec) else "set scaling.use_gpu: false in the pretrain spec")
+    ray_session.ensure_ray(ray_session.request_for(scaling, stage=stage, cpu_fix=fix, jobs=jobs), tracking_uri)
+    RAY_START_S = ray_session.RAY_START_S
 
 
 def concurrent_jobs(scaling: ScalingSpec | GlueScalingSpec, tracking_uri: str | None, wanted: int) -> int:
@@ -500,10 +487,24 @@ def _legacy_complete(d: Path) -> bool:
     return all((d / _rank_file(r)).is_file() for r in range(world))
 
 
-def _local_path(storage: str, run_name: str, name: str) -> str:
-    if "://" in storage:
-        raise NotImplementedError(f"final model and markers need a local or mounted storage_path, got {storage}")
-    return str(Path(storage) / run_name / name)
+def is_remote(storage: str) -> bool:
+    """A storage URL Ray Train writes through pyarrow (s3://, gs://, abfss://, file://, ...), not a local path."""
+    return "://" in storage
+
+
+def _local_path(storage: str, run_name: str, name: str) -> str | None:
+    """`<storage>/<run_name>/<name>` on a local (or mounted) storage; None on a storage URL, where only Ray's own
+    checkpoint snapshot is read (no on-disk fallback, no fsync, no test markers)."""
+    return None if is_remote(storage) else str(Path(storage) / run_name / name)
+
+
+def published_dir(storage: str, run_name: str) -> str:
+    """Where the final model is published for registering: beside the checkpoints on a local storage; on a storage
+    URL, a folder of this driver (`<state root>/models/<run_name>`), since MLflow logs from local files."""
+    if not is_remote(storage):
+        return str(Path(storage) / run_name / FINAL_MODEL_DIR)
+    root = os.environ.get("LMPIPE_STATE_DIR") or str(Path(__file__).resolve().parents[2] / ".lmpipe")
+    return str(Path(root) / "models" / run_name)
 
 
 def _tokenizer_dir(tokens: Path, path: str | None) -> Path | None:
@@ -586,8 +587,8 @@ def run_finetuning(
     dead worker restarts the group from it (`scaling.max_failures`). Rank 0 predicts the eval splits at the end,
     and the final checkpoint carries the model and the predictions.
     """
-    storage = str(Path(storage_path).resolve())
-    final_dir = _local_path(storage, run_name, FINAL_MODEL_DIR)
+    storage = storage_path if is_remote(storage_path) else str(Path(storage_path).resolve())
+    final_dir = published_dir(storage, run_name)
     tracking_uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     _ensure_ray(scaling, tracking_uri)
     config = {
@@ -638,7 +639,7 @@ def _finetune_worker(config: dict[str, Any]) -> None:
     raw = model
 
     resume, meta = None, {"invocation": config["invocation"], "resumed_from_step": None}
-    with _resume_candidates(ray.train.get_checkpoint(), Path(config["run_dir"])) as candidates:
+    with _resume_candidates(ray.train.get_checkpoint(), config["run_dir"]) as candidates:
         # this rank's own RNG (dropout) states; a damaged newest checkpoint: the previous one
         found = first_loadable(candidates, _load_resume(rank), _agree(device, world))
     if found is not None:
@@ -715,7 +716,8 @@ def _finetune_worker(config: dict[str, Any]) -> None:
             write_completion_marker(tmp, rank, state.step, world)  # last: what this rank wrote, file by file
             ray.train.report({k: v for k, v in metrics.items() if v is not None},
                              checkpoint=Checkpoint.from_directory(tmp))
-        fsync_persisted(Path(config["run_dir"]), rank, state.step)
+        if config["run_dir"]:  # a storage URL: its filesystem's own durability
+            fsync_persisted(Path(config["run_dir"]), rank, state.step)
         checkpointed["any"] = True
 
     finetune(model, train, spec, device, regression=regression, resume=resume, on_step=on_step,
@@ -726,14 +728,14 @@ def _finetune_worker(config: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _resume_candidates(checkpoint: Checkpoint | None, run_dir: Path) -> Iterator[list[Path]]:
+def _resume_candidates(checkpoint: Checkpoint | None, run_dir: str | None) -> Iterator[list[Path]]:
     """Ray's latest registered checkpoint and the complete ones on disk, highest step first.
 
     A crash right after a checkpoint was written but before every rank's report reached the controller leaves it
     on disk yet out of Ray's snapshot (see `latest_checkpoint_on_disk`); resuming from the older one would redo
     steps, so the step count decides. The older ones follow, for when the newest cannot be loaded.
     """
-    on_disk = complete_checkpoints(run_dir, _legacy_complete)
+    on_disk = complete_checkpoints(Path(run_dir), _legacy_complete) if run_dir else []  # a URL: Ray's snapshot only
     with (checkpoint.as_directory() if checkpoint is not None else nullcontext(None)) as registered:
         ours = [Path(registered)] if registered is not None and is_complete(Path(registered), _legacy_complete) else []
         yield unique_by_step([*ours, *on_disk])

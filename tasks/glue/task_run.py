@@ -79,6 +79,18 @@ def preflight_data(task_names: list[str], spec: GlueSpec, predict: bool = False)
             load_test_rows(name, spec.data.dir)
 
 
+def preflight_resources(spec: GlueSpec, tracking_uri: str | None) -> None:
+    """Start or join Ray sized for the run's Ray Train jobs (a search's concurrent trials too), or raise
+    `RayResourceError` (a PreflightError, with the fix: `--cpu` where there is no GPU) before any download or
+    training; Ray Train itself would wait for ever for workers it cannot place."""
+    from cluster.train.ray_entry import _ensure_ray
+
+    jobs = 1
+    if spec.search is not None:
+        jobs = min(len(spec.search.trials()), spec.search.max_concurrent or len(spec.search.trials()))
+    _ensure_ray(spec.scaling, tracking_uri, jobs=jobs)
+
+
 def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *, parent_run_id: str,
                   experiment_id: str, tracking_uri: str, lineage: dict[str, str],
                   seeds: list[int], predict: bool = False, logger: Any = log) -> dict[str, Any]:

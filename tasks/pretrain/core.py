@@ -67,7 +67,7 @@ def preflight(
     spec: PretrainSpec,
     *,
     curated_manifest: dict[str, Any] | None,
-    gpus_available: int,
+    gpus_available: int | None,
     cpus_available: float | None,
     token_manifest: dict[str, Any] | None = None,
 ) -> list[str]:
@@ -83,7 +83,8 @@ def preflight(
         problems.append(f"data.curated: the curated dataset at {spec.data.curated} has no shards (0 documents kept).")
     if spec.tokenizer.existing and not os.path.exists(os.path.join(spec.tokenizer.existing, "tokenizer.json")):
         problems.append(f"tokenizer.existing: no tokenizer.json in {spec.tokenizer.existing}")
-    if scaling.use_gpu and scaling.num_workers > gpus_available:
+    # None: a Ray cluster, judged by `cluster.ray_session` (an autoscaler may add GPU nodes; GPU groups scale from 0)
+    if scaling.use_gpu and gpus_available is not None and scaling.num_workers > gpus_available:
         problems.append(
             f"scaling: {scaling.num_workers} GPU worker(s) requested but {gpus_available} GPU(s) available. Lower "
             "scaling.num_workers, set scaling.use_gpu: false, or point RAY_ADDRESS at a cluster with more GPUs."

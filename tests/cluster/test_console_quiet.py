@@ -74,7 +74,7 @@ def test_progress_lines_once_and_no_ray_noise(tmp_path):
     assert any(m.startswith(f"[lmpipe] step {STEPS}/{STEPS} val_loss ") for m in progress)
 
     # The full logs stay in Ray's session folder, whose path the driver prints once.
-    where = re.search(r"\[lmpipe\] Ray started locally; full logs in (\S+)", output)
+    where = re.search(r"\[lmpipe\] Ray started locally \(\d+ CPUs\); full logs in (\S+)", output)
     assert where, output[-4000:]
     logs = Path(where.group(1))
     worker_out = "".join(p.read_text(errors="replace") for p in logs.glob("worker-*.out"))

@@ -184,6 +184,23 @@ def test_finetuning_joins_the_external_cluster(external_head, tmp_path):
     assert (Path(out["model_dir"]) / "config.json").is_file()
 
 
+@pytest.mark.slow
+def test_pretrain_flow_on_the_external_cluster_carries_the_workers_env(external_head, tmp_path):
+    """Through the flow, as `RAY_ADDRESS=... lmpipe pretrain SPEC` runs: the preflight joins the cluster first,
+    and it must join with the workers' settings (it used to connect bare, so MLFLOW_TRACKING_URI,
+    TOKENIZERS_PARALLELISM and the logging settings never reached the workers)."""
+    seen = _drive(external_head, "pretrain_flow", tmp_path)
+    _assert_joined(external_head, seen)
+    out = seen["outcome"]
+    assert out["final_step"] == 4 and out["model_uri"].endswith("@candidate")
+    assert len(out["worker_env"]) == 2, out["worker_env"]  # one record per Train worker
+    for env in out["worker_env"]:
+        assert env["MLFLOW_TRACKING_URI"] == out["tracking_uri"]
+        assert env["TOKENIZERS_PARALLELISM"] == "false"
+    job_env = out["job_env_vars"]  # the driver's job itself (the preflight's connection) carries them too
+    assert job_env.get("MLFLOW_TRACKING_URI") == out["tracking_uri"], job_env
+
+
 def test_stopping_the_head_leaves_other_rays_alone(external_head):
     """The scoped stop ends every process of this head, and a Ray this pytest process runs keeps working."""
     session = external_head.proc.pid
@@ -253,8 +270,48 @@ def _finetune(work: Path) -> dict:
             "predictions": out.predictions["validation"], "model_dir": out.model_dir}
 
 
+ENV_KEYS = ("MLFLOW_TRACKING_URI", "TOKENIZERS_PARALLELISM", "RAY_USAGE_STATS_ENABLED")
+
+
+def _pretrain_flow(work: Path) -> dict:
+    import yaml
+
+    from cluster.train import ray_entry
+    from flows.curate import curate
+    from flows.pretrain import pretrain
+    from tests.flows.helpers import write_spec
+
+    original = ray_entry._train_worker
+
+    def spy(config: dict) -> None:  # defined in __main__: shipped by value, so it runs in the Train workers
+        (work / f"worker-env-{os.getpid()}.json").write_text(json.dumps({k: os.environ.get(k) for k in ENV_KEYS}))
+        original(config)
+
+    ray_entry._train_worker = spy
+    curate(str(write_spec(work / "curate.yaml", work / "curated")))
+    uri = f"sqlite:///{work}/mlflow.db"
+    spec = {
+        "name": "external-flow", "data": {"curated": str(work / "curated"), "tokens": str(work / "tokens")},
+        "tokenizer": {"vocab_size": 512}, "packing": {"seq_len": 32, "validation_fraction": 0.1},
+        "model": {"kind": "gpt", "preset": "tiny"},
+        "train": {"max_steps": 4, "micro_batch_size": 4, "grad_accum": 1, "lr": 0.003, "min_lr": 0.0003,
+                  "warmup_steps": 1, "eval_every": 2, "eval_batches": 1, "checkpoint_every": 2},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5, "max_failures": 0,
+                    "storage_path": str(work / "runs")},
+        "mlflow": {"tracking_uri": uri, "experiment": "external", "registered_model": "external-gpt"},
+    }
+    (work / "pretrain.yaml").write_text(yaml.safe_dump(spec))
+    summary = pretrain(str(work / "pretrain.yaml"))
+    import ray
+
+    runtime_env = dict(ray.get_runtime_context().runtime_env)  # this driver's job, as ray.init set it up
+    return {"final_step": summary["final_step"], "model_uri": summary["model_uri"], "tracking_uri": uri,
+            "worker_env": [json.loads(p.read_text()) for p in sorted(work.glob("worker-env-*.json"))],
+            "job_env_vars": runtime_env.get("env_vars", {})}
+
+
 if __name__ == "__main__":
     kind, report, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     assert os.environ.get("RAY_ADDRESS"), "the driver must be pointed at the cluster by RAY_ADDRESS"
-    outcome = {"pretrain": _pretrain, "finetune": _finetune}[kind](work)
+    outcome = {"pretrain": _pretrain, "finetune": _finetune, "pretrain_flow": _pretrain_flow}[kind](work)
     report.write_text(json.dumps({**_cluster_view(), "outcome": outcome}))
