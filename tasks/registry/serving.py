@@ -21,6 +21,7 @@ requirements for anyone who wants a separate environment.
 
 from __future__ import annotations
 
+import signal
 import socket
 import tempfile
 import threading
@@ -83,7 +84,7 @@ def _server(app: Any, sock: socket.socket) -> Any:
 
 def serve(model_uri: str, tracking_uri: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           on_ready: Any = None) -> None:
-    """Serve `model_uri` until interrupted (SIGINT/SIGTERM); the downloaded copy is removed afterwards.
+    """Serve `model_uri` until SIGINT or SIGTERM, then return normally; the downloaded copy is removed.
 
     `on_ready(url)` is called once the socket listens (the CLI prints the URL and an example request)."""
     with model_app(model_uri, tracking_uri) as app:
@@ -91,10 +92,30 @@ def serve(model_uri: str, tracking_uri: str, host: str = DEFAULT_HOST, port: int
         bound_host, bound_port = sock.getsockname()[:2]
         if on_ready is not None:
             on_ready(f"http://{bound_host}:{bound_port}")
+        # uvicorn shuts down on SIGINT/SIGTERM and then raises the signal again with the previous handler in
+        # place: SIGINT becomes KeyboardInterrupt, but SIGTERM's default handler would end the process before
+        # the temporary folder is removed. Both become `_Stop`, a normal return once uvicorn has shut down.
+        previous = signal.signal(signal.SIGTERM, _raise_stop) if _main_thread() else None
         try:
             _server(app, sock).run(sockets=[sock])
+        except (KeyboardInterrupt, _Stop):
+            pass
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             sock.close()
+
+
+class _Stop(Exception):
+    """SIGTERM after uvicorn's shutdown: leave `serve` through its `finally` and `with` blocks."""
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 @contextmanager
