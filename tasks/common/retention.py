@@ -26,6 +26,8 @@ orders runs of one kind.
    instead of reusing a deleted model);
 5. unfinished and not resumable (no LATEST.json names it running, e.g. a run killed and then restarted with
    `--new-run`): delete if a newer run of its kind exists, else keep.
+Roots looked in: `<state>/glue/runs`, the roots of registered versions' run folders (pretraining writes beside
+its token shards, wherever the spec put them), those remembered from earlier gc runs, and `--root`.
 Downloads (`model-*`) are deleted when unlocked and older than `min_download_age_s` (a day): a running flow's
 download is younger. Nothing else is touched: not token shards, curated data, the MLflow store or pipeline
 state.
@@ -296,6 +298,9 @@ def apply_plan(plan: Iterable[Decision]) -> GcReport:
             if os.path.isdir(folder):
                 shutil.rmtree(folder)
                 report.deleted.append(folder)
+            parent = Path(folder).parent  # a GLUE job's `jobs/<base>-<task>/`, once its last job is gone
+            if parent.parent.name == "jobs" and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
         report.freed_bytes += decision.size_bytes
     return report
 
@@ -338,11 +343,21 @@ def storage_roots(state_glue_runs: str | Path, sources: Iterable[str], extra: It
 def plan_gc(keep: int, tracking_uri: str, extra_roots: Iterable[str] = (), *, now: float | None = None,
             min_download_age_s: float = DAY_S) -> tuple[list[str], list[Decision]]:
     """(the roots looked in, the plan) for `lmpipe gc`: the registry read first, so a registry that cannot be
-    read fails here, before anything could be deleted."""
+    read fails here, before anything could be deleted. The roots found are remembered in
+    `<state>/gc/roots.json` for the next gc."""
+    from tasks.common.io import write_text_atomically
     from tasks.common.state import state_path
 
     sources, run_names = registered_sources(tracking_uri)
-    roots = storage_roots(state_path("glue", "runs"), sources, extra_roots)
+    # Roots seen by an earlier gc stay in: a root whose versions were all deleted is still cleaned.
+    memory = state_path("gc", "roots.json")
+    try:
+        remembered = [str(r) for r in json.loads(memory.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError):
+        remembered = []
+    roots = storage_roots(state_path("glue", "runs"), sources, [*remembered, *extra_roots])
+    if sorted(remembered) != roots:
+        write_text_atomically(memory, json.dumps(roots, indent=2))
     runs: list[RunFolder] = []
     downloads: list[Download] = []
     for root in roots:
