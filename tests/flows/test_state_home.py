@@ -34,7 +34,7 @@ from tests.flows.test_pipeline_flow import write_pipeline
 pytestmark = pytest.mark.ray
 
 
-# 195 s on the 2-core box (a whole pipeline in a subprocess); tests/unit/test_state.py checks every state path
+# 195-290 s on the shared 2-core box (a whole pipeline in a subprocess); tests/unit/test_state.py checks every state path
 # against LMPIPE_STATE_DIR in the default suite, tests/unit/test_serving.py and test_retention.py the rest.
 
 
