@@ -9,6 +9,8 @@
     lmpipe pipeline SPEC [--stages curate,pretrain,glue,promote] [--fresh]
     lmpipe services up|down|status
     lmpipe validate SPEC [--kind curate|pretrain|glue|pipeline]
+    lmpipe serve MODEL_URI [--port 5001] [--host 127.0.0.1]
+    lmpipe gc [--keep 3] [--dry-run] [--root DIR]
 
 Exit codes: 0 success; 1 the run finished but some inputs failed (curate) or the job failed (pretrain);
 2 bad spec, bad input, or a spec that cannot run (preflight). `promote` exits 0 whether it promotes or refuses.
@@ -441,6 +443,80 @@ def _where_to_look(summary: dict[str, Any]) -> None:
     if first:
         say(f"  Its GLUE models: {first.rsplit('-glue-', 1)[0]}-glue-<task>@champion, e.g. "
             f"{first.replace('@candidate', '@champion')}")
+
+
+@app.command()
+def serve(
+    model_uri: Annotated[str, typer.Argument(help="models:/<name>@<alias>, models:/<name>/<version>, runs:/... "
+                                                  "or a local MLflow model folder.")],
+    port: Annotated[int, typer.Option(help="Port to listen on (0: a free one).")] = 5001,
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+) -> None:
+    """Serve a registered model over REST (MLflow's scoring server: POST /invocations, GET /ping) until Ctrl-C."""
+    from tasks.registry.serving import serve as serve_model
+    from tasks.registry.tracking import default_tracking_uri
+
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+    def ready(url: str) -> None:
+        console.print(f"Serving {model_uri} on {url} (POST {url}/invocations; Ctrl-C stops and removes the "
+                      "downloaded copy)", soft_wrap=True)
+
+    try:
+        serve_model(model_uri, tracking_uri, host=host, port=port, on_ready=ready)
+    except OSError as exc:  # port taken, address not on this machine
+        console.print(f"[red]cannot listen on {host}:{port}:[/] {exc}")
+        raise typer.Exit(2) from exc
+    except Exception as exc:  # noqa: BLE001 - no such model/alias, not an MLflow model
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(exc, (MlflowException, FileNotFoundError, ValueError)):
+            console.print(f"[red]cannot serve {model_uri}:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(2) from exc
+        raise
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@app.command()
+def gc(
+    keep: Annotated[int, typer.Option(help="Finished runs kept per kind (spec name; GLUE task and seed).")] = 3,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan, delete nothing.")] = False,
+    root: Annotated[list[str] | None, typer.Option(help="Another storage root to clean (e.g. a pretrain "
+                                                        "scaling.storage_path); repeatable.")] = None,
+) -> None:
+    """Delete old finished runs' checkpoints and models: keep the KEEP newest finished runs of each kind, every
+    run a registered version came from, and anything running or locked (tasks/common/retention.py)."""
+    from tasks.common.retention import apply_plan, plan_gc
+    from tasks.registry.tracking import default_tracking_uri
+
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    try:
+        roots, plan = plan_gc(keep, tracking_uri, root or [])
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    table = Table(title=f"lmpipe gc --keep {keep}" + (" (dry run)" if dry_run else ""), show_header=True)
+    for col in ("action", "size", "folder", "why"):
+        table.add_column(col, overflow="fold")
+    for d in plan:
+        table.add_row("[red]delete[/]" if d.action == "delete" else "keep", _size(d.size_bytes), d.path, d.reason)
+    console.print(f"Storage roots: {', '.join(roots) or 'none found'} (registry: {tracking_uri})", soft_wrap=True)
+    console.print(table)
+    doomed = [d for d in plan if d.action == "delete"]
+    total = sum(d.size_bytes for d in doomed)
+    if dry_run:
+        console.print(f"Would delete {len(doomed)} folder(s), {_size(total)}.")
+        return
+    report = apply_plan(plan)
+    console.print(f"Deleted {len(report.deleted)} folder(s), {_size(report.freed_bytes)} freed"
+                  + (f"; skipped {len(report.skipped)} that changed since planning" if report.skipped else "") + ".")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -16,6 +16,7 @@ current champion and published numbers. This module only wires those.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -121,9 +122,14 @@ def glue(
     mlflow.set_tracking_uri(tracking_uri)
     # Under the run storage, not /tmp: on a multi-node cluster that is the shared mount the workers read from.
     os.makedirs(storage_root(spec), exist_ok=True)
+    # Removed when the flow ends, whatever the outcome (the `finally` below); `lmpipe gc` removes what a kill left.
     download = tempfile.mkdtemp(prefix="model-", dir=storage_root(spec))
     t_model = time.time()
-    base = resolve_base_model(model, tracking_uri, download, name)  # a registry download for models:/ URIs
+    try:
+        base = resolve_base_model(model, tracking_uri, download, name)  # a registry download for models:/ URIs
+    except BaseException:
+        shutil.rmtree(download, ignore_errors=True)
+        raise
     model_resolve_s = time.time() - t_model
     spec_fp = fingerprint(spec.model_dump(mode="json", exclude={"scaling", "mlflow", "gate"}))
     lineage = lineage_tags(model, base, spec_fp, str(get_run_context().flow_run.id))
@@ -158,6 +164,8 @@ def glue(
         if base.version:
             set_eval_status(base.name, base.version, "failed", tracking_uri, run_id=parent_id)
         raise
+    finally:
+        shutil.rmtree(download, ignore_errors=True)  # the registered models were copied into MLflow's store
     c.set_terminated(parent_id, status="FINISHED")
     if metrics_json:
         write_metrics_json(summary, metrics_json)

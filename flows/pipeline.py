@@ -57,9 +57,9 @@ def pipeline_fingerprint(spec: PipelineSpec, paths: dict[str, str]) -> str:
 
 
 def _state_root() -> Path:
-    from tasks.registry.tracking import repo_root
+    from tasks.common.state import state_path
 
-    return Path(os.environ.get("LMPIPE_STATE_DIR") or repo_root() / ".lmpipe") / "pipeline"
+    return state_path("pipeline")
 
 
 def _tag_flow_run(tags: list[str]) -> None:

@@ -9,7 +9,7 @@
 health checks, creates or updates the `lmpipe-cpu` process work pool, and prints the exports a shell needs.
 Both servers listen on 127.0.0.1 only.
 
-State (default `<repo>/.lmpipe/services/`, or `$LMPIPE_STATE_DIR/services/`):
+State (`<state root>/services/`: `$LMPIPE_STATE_DIR/services/`, else `<repo>/.lmpipe/services/`):
 
     <state>/prefect.pid, mlflow.pid        the pid of each server; it leads its own process group
     <state>/prefect.json, mlflow.json      port, URLs, command, log path, start time (what `status` reads)
@@ -17,9 +17,9 @@ State (default `<repo>/.lmpipe/services/`, or `$LMPIPE_STATE_DIR/services/`):
     <state>/prefect/                       PREFECT_HOME of the server: its SQLite database
     <state>/env.sh                         `source` it: PREFECT_API_URL, MLFLOW_TRACKING_URI, LMPIPE_HOME
 
-MLflow keeps the project-local store the CLI already uses without a server (`<repo>/.lmpipe/mlflow/mlflow.db`,
+MLflow keeps the project-local store the CLI already uses without a server (`<state root>/mlflow/mlflow.db`,
 see tasks/registry/tracking.py), so runs logged before `up` appear in the UI. The server proxies artifacts
-(`--serve-artifacts`, stored under `<repo>/.lmpipe/mlflow/artifacts/<experiment id>/`): experiments created
+(`--serve-artifacts`, stored under `<state root>/mlflow/artifacts/<experiment id>/`): experiments created
 through it get `mlflow-artifacts:/` roots, which any client of the server can upload to and download from.
 Two consequences of sharing one store with and without a server:
 - experiments created before `up` keep their `file://` roots: their artifacts are read from disk (this machine);
@@ -76,9 +76,10 @@ def _repo_root() -> Path:
 
 
 def default_state_dir() -> Path:
-    """`$LMPIPE_STATE_DIR/services` (the pipeline flow's state root) or `<repo>/.lmpipe/services`."""
-    root = os.environ.get("LMPIPE_STATE_DIR")
-    return (Path(root) if root else _repo_root() / ".lmpipe") / "services"
+    """`<state root>/services`: `$LMPIPE_STATE_DIR/services`, else `<repo>/.lmpipe/services` (tasks.common.state)."""
+    from tasks.common.state import state_path
+
+    return state_path("services")
 
 
 def default_mlflow_dir() -> Path:
@@ -413,7 +414,7 @@ def write_env_file(state_dir: Path, values: dict[str, str]) -> Path:
 # Commands
 
 StateDir = Annotated[Path | None,
-                     typer.Option(help="Pid files, logs and PREFECT_HOME (default: <repo>/.lmpipe/services).")]
+                     typer.Option(help="Pid files, logs and PREFECT_HOME (default: <state root>/services: $LMPIPE_STATE_DIR or <repo>/.lmpipe).")]
 
 
 @services_app.command()
@@ -422,7 +423,7 @@ def up(
     mlflow_port: Annotated[int, typer.Option(help="MLflow server port.")] = 5000,
     state_dir: StateDir = None,
     mlflow_dir: Annotated[Path | None, typer.Option(help="Folder of mlflow.db and artifacts/ "
-                                                         "(default: <repo>/.lmpipe/mlflow).")] = None,
+                                                         "(default: <state root>/mlflow).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for both servers to answer.")] = 120.0,
     pool_concurrency: Annotated[int, typer.Option(help=f"Flow runs of the {WORK_POOL} pool at once (0: no limit).",
                                                   min=0)] = 1,

@@ -205,8 +205,12 @@ def prepare_tokenizer(hf_dir: str, max_length: int, logger: Any = log) -> tuple[
     """(tokenizer with a pad token, the max length used, a folder holding that tokenizer for the workers).
 
     GPT-style tokenizers pad with eos (the model ignores padded positions). The max length is capped at the
-    model's positions.
+    model's positions. The folder is temporary and lives as long as the returned tokenizer: it is removed when
+    the tokenizer is garbage-collected (the task is done with both) or at the latest when the process exits.
     """
+    import shutil
+    import weakref
+
     from transformers import AutoConfig, AutoTokenizer
 
     from cluster.train.finetune import model_context
@@ -219,6 +223,7 @@ def prepare_tokenizer(hf_dir: str, max_length: int, logger: Any = log) -> tuple[
     if used < max_length:
         logger.warning("max_length %d exceeds the model's %d positions; using %d", max_length, context, used)
     folder = tempfile.mkdtemp(prefix="lmpipe-glue-tok-")
+    weakref.finalize(tokenizer, shutil.rmtree, folder, True)  # no folder per run left behind in $TMPDIR
     tokenizer.save_pretrained(folder)  # with the pad token set above
     return tokenizer, used, folder
 

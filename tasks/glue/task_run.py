@@ -24,11 +24,10 @@ log = logging.getLogger(__name__)
 
 def storage_root(spec: GlueSpec) -> str:
     """Checkpoints, final models and job states: `scaling.storage_path`, else `glue/runs` under
-    `$LMPIPE_STATE_DIR` (the pipeline's state root) or the project's .lmpipe."""
-    from tasks.registry.tracking import repo_root
+    lmpipe's state root (`tasks.common.state`: `$LMPIPE_STATE_DIR`, else the project's .lmpipe)."""
+    from tasks.common.state import state_path
 
-    state = os.environ.get("LMPIPE_STATE_DIR") or str(repo_root() / ".lmpipe")
-    return os.path.abspath(spec.scaling.storage_path or os.path.join(state, "glue", "runs"))
+    return os.path.abspath(spec.scaling.storage_path or state_path("glue", "runs"))
 
 
 def model_fingerprint(hf_dir: str) -> str:

@@ -19,7 +19,8 @@ What one call leaves behind (MLflow 3.17, facts §C2–C3):
   top_k for fill-mask or max_new_tokens/return_full_text for generation; classifiers: the task's text columns
   in, label/score/per-label probabilities out);
 - the same folder as plain run artifacts under "hf_model/" (download it and use transformers directly);
-- a new version of `registered_model`, tagged with `tags` (+ task, model_id; + glue_task for classifiers),
+- a new version of `registered_model`, tagged with `tags` (+ task, model_id, lmpipe.source_dir = the absolute
+  folder logged, which `lmpipe gc` keeps; + glue_task for classifiers),
   with `alias` moved onto it.
 
 The run is only written to, never started or ended, so a caller's open run stays RUNNING.
@@ -308,7 +309,9 @@ def _log_pyfunc_and_register(
     client.log_artifacts(run_id, str(hf_path), HF_ARTIFACT)
 
     with _tracking(tracking_uri):
-        mv = mlflow.register_model(info.model_uri, registered_model, tags={**tags, "model_id": logged.model_id})
+        # lmpipe.source_dir: the folder the version came from, so `lmpipe gc` keeps it (tasks.common.retention)
+        mv = mlflow.register_model(info.model_uri, registered_model, tags={
+            **tags, "model_id": logged.model_id, "lmpipe.source_dir": str(hf_path.resolve())})
     client.set_registered_model_alias(registered_model, alias, mv.version)
     return RegisteredModel(
         name=registered_model,

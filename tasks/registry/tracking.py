@@ -4,8 +4,10 @@ MLflow 3.17 defaults to `sqlite:///mlflow.db` relative to the current directory,
 SQLite store puts artifacts in `./mlruns` of the current directory (facts §0.6, §C1). Both depend on where
 a process happens to start, so every URI and artifact root here is absolute:
 
-    <repo>/.lmpipe/mlflow/mlflow.db                  tracking + registry (sqlite:////<repo>/.lmpipe/...)
-    <repo>/.lmpipe/mlflow/artifacts/<experiment>/    artifact root of each experiment created here
+    <state>/mlflow/mlflow.db                  tracking + registry (sqlite:////<state>/mlflow/mlflow.db)
+    <state>/mlflow/artifacts/<experiment>/    artifact root of each experiment created here
+
+where <state> is lmpipe's state root (tasks.common.state): $LMPIPE_STATE_DIR, else <repo>/.lmpipe.
 
 Precedence of the tracking URI: MLFLOW_TRACKING_URI > MLflowSpec.tracking_uri > the project default.
 """
@@ -37,8 +39,11 @@ def repo_root() -> Path:
 
 
 def default_tracking_uri() -> str:
-    """sqlite:////<abs repo root>/.lmpipe/mlflow/mlflow.db; creates the folder. Never relative to the CWD."""
-    folder = repo_root() / ".lmpipe" / "mlflow"
+    """sqlite:////<state root>/mlflow/mlflow.db ($LMPIPE_STATE_DIR, else <repo>/.lmpipe); creates the folder.
+    Never relative to the CWD."""
+    from tasks.common.state import state_path
+
+    folder = state_path("mlflow")
     folder.mkdir(parents=True, exist_ok=True)
     # An absolute POSIX path starts with "/", so this yields the four slashes MLflow needs.
     return _SQLITE + str(folder / "mlflow.db")

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_default_uri_is_absolute_project_local_and_cwd_independent(tmp_path, monkeypatch):
+    monkeypatch.delenv("LMPIPE_STATE_DIR", raising=False)  # tests/conftest.py sets it; the default is the checkout's
     uri = default_tracking_uri()
     assert uri == f"sqlite:///{REPO}/.lmpipe/mlflow/mlflow.db"
     assert uri.startswith("sqlite:////")
