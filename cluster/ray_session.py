@@ -173,6 +173,19 @@ def _start_local(request: RayRequest, tracking_uri: str | None) -> None:
           f"{context.address_info['session_dir']}/logs", flush=True)
 
 
+def train_worker_runtime_env(tracking_uri: str | None) -> dict[str, Any] | None:
+    """`RunConfig.worker_runtime_env` for a Ray Train job: None when this process's Ray connection already
+    carries the workers' env (ensure_ray made it: an extra runtime_env would also keep the workers off Ray's
+    pre-started worker processes), else the env, for a Ray someone else connected (prefect-ray, a notebook)."""
+    import ray
+
+    env = worker_env(tracking_uri)
+    job_env = dict(ray.get_runtime_context().runtime_env or {}).get("env_vars") or {} if ray.is_initialized() else {}
+    if all(job_env.get(k) == v for k, v in env.items()):
+        return None
+    return {"env_vars": env}
+
+
 def _raise_if_unplaceable(request: RayRequest) -> None:
     import ray
 

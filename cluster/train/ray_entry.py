@@ -224,6 +224,7 @@ def _trainer(worker: Any, config: dict[str, Any], scaling: Any, run_name: str, s
              **kwargs: Any) -> TorchTrainer:
     """A TorchTrainer with lmpipe's run layout: `<storage>/<run_name>`, the last two checkpoints, max_failures."""
     resources = {"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})}
+    worker_env = ray_session.train_worker_runtime_env(config.get("mlflow_tracking_uri"))
     return TorchTrainer(
         worker,
         train_loop_config=config,
@@ -233,7 +234,7 @@ def _trainer(worker: Any, config: dict[str, Any], scaling: Any, run_name: str, s
         run_config=RunConfig(name=run_name, storage_path=storage,
                              failure_config=FailureConfig(max_failures=scaling.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             worker_runtime_env={"env_vars": ray_session.worker_env(config.get("mlflow_tracking_uri"))}),
+                             **({"worker_runtime_env": worker_env} if worker_env else {})),
         **kwargs,
     )
 
@@ -503,8 +504,9 @@ def published_dir(storage: str, run_name: str) -> str:
     URL, a folder of this driver (`<state root>/models/<run_name>`), since MLflow logs from local files."""
     if not is_remote(storage):
         return str(Path(storage) / run_name / FINAL_MODEL_DIR)
-    root = os.environ.get("LMPIPE_STATE_DIR") or str(Path(__file__).resolve().parents[2] / ".lmpipe")
-    return str(Path(root) / "models" / run_name)
+    from tasks.common.state import state_path
+
+    return str(state_path("models", run_name))
 
 
 def _tokenizer_dir(tokens: Path, path: str | None) -> Path | None:

@@ -76,6 +76,8 @@ def test_ensure_ray_starts_then_restarts_larger_then_refuses_a_gpu_request():
     seen = _scenario("resize")
     assert seen["first_cpus"] == 2 and seen["worker_env"] == ["sqlite:////tmp/x.db", "false"]  # workers' settings
     assert seen["smaller_reused_same_node"] is True
+    assert seen["train_env_same"] is None  # the job already carries it: Train workers get no extra runtime_env
+    assert seen["train_env_other"]["env_vars"]["MLFLOW_TRACKING_URI"] == "sqlite:////tmp/y.db"
     assert seen["bigger_cpus"] == 4 and seen["bigger_new_node"] is True  # a bigger stage: restarted larger
     assert seen["gpu_refused"] and "--cpu" in seen["gpu_refused"]
     assert seen["gpu_refused_started_ray"] is False and seen["gpu_refused_s"] < 5  # before anything started
@@ -86,6 +88,7 @@ def test_a_ray_started_by_someone_else_is_refused_not_waited_on():
     seen = _scenario("foreign")
     assert seen["refused"] and "places 1 such worker(s) at most" in seen["refused"]
     assert seen["cpus_after"] == 1  # not ours: left as it was
+    assert seen["train_env"]["env_vars"]["TOKENIZERS_PARALLELISM"] == "false"  # its Train workers get the env
 
 
 def _resize() -> dict:
@@ -102,6 +105,8 @@ def _resize() -> dict:
         return [os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get("TOKENIZERS_PARALLELISM")]
 
     out["worker_env"] = ray.get(env.remote())
+    out["train_env_same"] = ray_session.train_worker_runtime_env("sqlite:////tmp/x.db")
+    out["train_env_other"] = ray_session.train_worker_runtime_env("sqlite:////tmp/y.db")
     ray_session.ensure_ray(_req(num_workers=1, cpus_per_worker=0.5), tracking_uri=None)  # fits: reused
     out["smaller_reused_same_node"] = ray.get_runtime_context().get_node_id() == first
     ray_session.ensure_ray(_req(num_workers=3), tracking_uri=None)
@@ -129,7 +134,8 @@ def _foreign() -> dict:
         refused = None
     except RayResourceError as exc:
         refused = str(exc)
-    return {"refused": refused, "cpus_after": ray.cluster_resources()["CPU"]}
+    return {"refused": refused, "cpus_after": ray.cluster_resources()["CPU"],
+            "train_env": ray_session.train_worker_runtime_env(None)}
 
 
 if __name__ == "__main__":
