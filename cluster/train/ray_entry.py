@@ -157,7 +157,7 @@ def run_pretraining(
     }
     trainer = _trainer(_train_worker, config, scaling, run_name, storage)
     fit_at = time.time()
-    result = trainer.fit()  # raises ray.train.TrainingFailedError once max_failures is exhausted
+    result = _fit(trainer)  # raises ray.train.TrainingFailedError once max_failures is exhausted
 
     metrics = dict(result.metrics or {})
     if metrics.get("first_step_at"):
@@ -237,6 +237,24 @@ def _trainer(worker: Any, config: dict[str, Any], scaling: Any, run_name: str, s
                              **({"worker_runtime_env": worker_env} if worker_env else {})),
         **kwargs,
     )
+
+
+def _fit(trainer: TorchTrainer) -> Any:
+    """`trainer.fit()`, with a flow's timeout or cancellation kept as what it is.
+
+    Prefect times a sync flow out with SIGALRM: its handler raises CancelledError in the main thread, and when
+    that lands inside `ray.get` (Cython) it surfaces as "SystemError: ... returned a result with an exception
+    set", so the flow ended Failed with that message instead of TimedOut. The cancellation is re-raised.
+    """
+    import asyncio
+
+    try:
+        return trainer.fit()
+    except SystemError as exc:
+        cause = exc.__context__ or exc.__cause__
+        if isinstance(cause, (asyncio.CancelledError, TimeoutError, KeyboardInterrupt)):
+            raise cause from None
+        raise
 
 
 def _train_worker(config: dict[str, Any]) -> None:
@@ -605,7 +623,7 @@ def run_finetuning(
         **_job_config(scaling, storage, run_name, mlflow_run_id, tracking_uri, fail_once_at_step),
     }
     fit_at = time.time()
-    result = _trainer(_finetune_worker, config, scaling, run_name, storage).fit()
+    result = _fit(_trainer(_finetune_worker, config, scaling, run_name, storage))
     metrics = dict(result.metrics or {})
     if metrics.get("first_step_at"):
         TRAIN_START_S.append(metrics["first_step_at"] - fit_at)
