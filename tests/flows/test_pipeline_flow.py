@@ -154,8 +154,10 @@ def test_two_runs_of_one_spec_started_together_one_runs_and_the_other_stops_nami
     # Both on the session's Prefect server (a temporary server each would only add start-up time)
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "400"}  # no wrapped messages
     cmd = [str(Path(sys.executable).parent / "lmpipe"), "pipeline", str(spec)]
-    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True) for _ in range(2)]
+    logs = [tmp_path / f"run-{i}.log" for i in range(2)]  # files, not pipes: a full pipe would stall a run
+    outs = [log.open("wb") for log in logs]
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+             for out in outs]
     try:
         deadline = time.time() + 600
         while time.time() < deadline and all(p.poll() is None for p in procs):
@@ -163,14 +165,16 @@ def test_two_runs_of_one_spec_started_together_one_runs_and_the_other_stops_nami
         first_done = next(p for p in procs if p.poll() is not None)
         other = next(p for p in procs if p is not first_done)
         assert other.poll() is None, "both ended: neither waited for nor was stopped by the other"
-        loser_out = first_done.stdout.read()
+        loser_out = logs[procs.index(first_done)].read_text(encoding="utf-8", errors="replace")
         assert first_done.returncode != 0, loser_out[-3000:]  # the one that stopped at once
         other.wait(timeout=600)
-        winner_out = other.stdout.read()
+        winner_out = logs[procs.index(other)].read_text(encoding="utf-8", errors="replace")
     finally:
         for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
+        for out in outs:
+            out.close()
     assert other.returncode == 0, winner_out[-4000:]
     assert f"locked by pid {other.pid} on host {socket.gethostname()} since 20" in loser_out, loser_out[-3000:]
     flow_run_id = re.search(r"Prefect flow run ([0-9a-f-]{36})", loser_out)
