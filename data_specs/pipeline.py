@@ -22,11 +22,13 @@ class PipelineSpec(StrictModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="Pipeline name (lower case, no spaces).")
     version: int = Field(1, ge=1, description="Bump when the recipe's behaviour changes.")
     curate: str | dict[str, Any] = Field(description="Curate spec: a path, or the spec embedded as a mapping.")
-    pretrain: str | dict[str, Any] = Field(description="Pretrain spec (path or mapping); its data.curated is the "
-                                           "curate stage's output.")
+    pretrain: str | dict[str, Any] = Field(description="Pretrain spec (path or mapping); its data.curated must be "
+                                           "the curate stage's output (checked before any work).")
     glue: str | dict[str, Any] = Field(description="GLUE spec (path or mapping): tasks, data, hyperparameters, gate.")
     glue_tasks: list[str] | None = Field(None, description="Override the GLUE spec's tasks for this pipeline.")
-    stages: list[Stage] = Field(default_factory=lambda: list(STAGES), description="Stages to run, in pipeline order.")
+    stages: list[Stage] = Field(default_factory=lambda: list(STAGES),
+                                description="Stages to run, in pipeline order. A run is complete once all of them are "
+                                "done; a run of fewer (`--stages`) stays open and the next run continues it.")
 
     @field_validator("stages")
     @classmethod

@@ -10,8 +10,15 @@ the champion.
 
 Resumable: `<repo>/.lmpipe/pipeline/<name>-<fingerprint>/run.json` records the finished stages of the current
 run; a rerun after a crash, a kill or a failed stage skips them (a killed pretraining resumes from its last
-checkpoint inside the pretrain flow). A completed run is not continued: the next run starts afresh.
-The spec fingerprint, MLflow run ids and registered versions are tags and a markdown artifact on the flow run.
+checkpoint inside the pretrain flow). A run is complete only when every stage of the spec is done: `--stages glue`
+alone leaves it `partial`, and the next run continues it. A completed run is not continued: the next run starts
+afresh. The spec fingerprint, MLflow run ids and registered versions are tags and a markdown artifact on the flow run.
+
+One run of a spec at a time: the run folder is locked (`tasks.common.lock`) for the whole run, so a second
+`lmpipe pipeline SPEC` started meanwhile (a schedule while the last run still goes) fails at once with
+`OutputLocked` naming the first (pid, host, start, Prefect flow run), or waits `$LMPIPE_LOCK_WAIT_S` seconds for it.
+The stages lock their own folders too (curate output, token folder, pretrain and GLUE jobs).
+Before any work, the pretrain spec's `data.curated` must be the curate spec's output when both stages are in it.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from prefect.runtime import flow_run
 from data_specs import fingerprint, load_spec
 from data_specs.pipeline import STAGES, PipelineSpec
 from flows.timeouts import flow_timeout
+from tasks.common.lock import output_lock
 
 
 def load_pipeline_spec(path: str) -> PipelineSpec:
@@ -80,11 +88,6 @@ def pipeline(spec_path: str, stages: list[str] | None = None, fresh: bool = Fals
 
     `fresh=True` starts a new run even if the last one did not finish.
     """
-    from flows.curate import curate
-    from flows.glue import glue, load_glue_spec, promote
-    from flows.pretrain import pretrain
-    from tasks.pipeline.core import finish_run, mark_stage, run_dir, stage_done, start_run
-
     started_at = time.time()
     spec = load_pipeline_spec(spec_path)
     selected = [s for s in STAGES if s in (stages or spec.stages)]
@@ -94,8 +97,39 @@ def pipeline(spec_path: str, stages: list[str] | None = None, fresh: bool = Fals
     state_root = _state_root()
     paths = {s: stage_spec_path(getattr(spec, s), s, spec_path, state_root / f"{spec.name}-embedded")
              for s in ("curate", "pretrain", "glue")}
+    if {"curate", "pretrain"} <= set(spec.stages) | set(selected):
+        check_curated_is_curate_output(paths["curate"], paths["pretrain"])  # before any work
     spec_fp = pipeline_fingerprint(spec, paths)
+    from tasks.pipeline.core import run_dir
+
     directory = run_dir(state_root, spec.name, spec_fp)
+    with output_lock(str(directory)):  # one run of these specs at a time; a second fails at once naming us
+        return _run_stages(spec, spec_path, spec_fp, paths, selected, directory, fresh, started_at)
+
+
+def check_curated_is_curate_output(curate_spec: str, pretrain_spec: str) -> None:
+    """Raise PreflightError (naming both paths and the fix) unless pretraining reads what the curate stage writes."""
+    from data_specs import load_curate_spec, load_pretrain_spec
+    from flows.curate import resolve_output
+    from flows.pretrain import _abs
+    from tasks.pipeline.core import curated_mismatch
+    from tasks.pretrain.core import PreflightError
+
+    problem = curated_mismatch(resolve_output(load_curate_spec(curate_spec).output),
+                               _abs(load_pretrain_spec(pretrain_spec).data.curated),
+                               curate_spec=curate_spec, pretrain_spec=pretrain_spec)
+    if problem:
+        raise PreflightError(f"the pipeline cannot run: {problem}")
+
+
+def _run_stages(spec: PipelineSpec, spec_path: str, spec_fp: str, paths: dict[str, str], selected: list[str],
+                directory: Path, fresh: bool, started_at: float) -> dict[str, Any]:
+    """The stages of one run, with the run folder's lock held; returns the flow's summary."""
+    from flows.curate import curate
+    from flows.glue import glue, load_glue_spec, promote
+    from flows.pretrain import pretrain
+    from tasks.pipeline.core import finish_run, mark_stage, remaining_stages, run_status, stage_done, start_run
+
     run = start_run(directory, fresh=fresh)
     _tag_flow_run([f"pipeline:{spec.name}", f"spec:{spec_fp}"])
     print(f"pipeline {spec.name} ({spec_fp}), stages {', '.join(selected)}; state {directory}"
@@ -121,7 +155,9 @@ def pipeline(spec_path: str, stages: list[str] | None = None, fresh: bool = Fals
             raise
         timings[name] = time.perf_counter() - t0
         out = {**out, "seconds": round(timings[name], 1)}
-        mark_stage(directory, run, name, out)
+        mark_stage(directory, run, name, out)  # drops later stages' records: they judged the old output
+        for later in STAGES[STAGES.index(name) + 1:]:
+            outputs.pop(later, None)
         outputs[name] = out
         print(f"[{name}] done in {timings[name]:.1f} s")
         return out
@@ -134,7 +170,12 @@ def pipeline(spec_path: str, stages: list[str] | None = None, fresh: bool = Fals
     registered = _registered_name(paths["pretrain"])
     evaluated = (outputs.get("glue") or {}).get("version")  # the version GLUE judged, never a moved @candidate
     stage("promote", lambda: _promote_output(promote(registered, spec_path=paths["glue"], version=evaluated)))
-    finish_run(directory, run, "complete")
+    status = run_status(run, spec.stages)  # complete only when every stage of the spec is done
+    remaining = remaining_stages(run, spec.stages)
+    finish_run(directory, run, status)
+    if remaining:
+        print(f"run left open ({status}): {', '.join(remaining)} not done yet; the next `lmpipe pipeline "
+              f"{spec_path}` continues it and skips the finished stages")
 
     tags = [f"model:{registered}"]
     if outputs.get("pretrain"):
@@ -143,7 +184,8 @@ def pipeline(spec_path: str, stages: list[str] | None = None, fresh: bool = Fals
     summary = {"name": spec.name, "fingerprint": spec_fp, "stages": outputs, "selected": selected,
                "timings": timings, "model": model_uri, "registered_model": registered,
                "champion_uri": f"models:/{registered}@champion", "tracking_uri": _tracking_uri(glue_spec),
-               "model_kind": _pretrain_kind(paths["pretrain"]), "started_at": started_at}
+               "model_kind": _pretrain_kind(paths["pretrain"]), "started_at": started_at,
+               "status": status, "remaining": remaining, "state_dir": str(directory)}
     _publish(summary)
     return summary
 
@@ -210,6 +252,9 @@ def _publish(summary: dict[str, Any]) -> None:
             "promote": lambda o: ("**promoted**: " if o["promoted"] else "**refused**: ") + o["reason"],
         }[name](out)
         lines.append(f"| {name} | {out.get('seconds', '')} | {result} |")
+    if summary.get("remaining"):
+        lines += ["", f"Run **{summary['status']}**: {', '.join(summary['remaining'])} not done yet (the next run "
+                  "of this spec continues it)."]
     lines += ["", f"Champion: `{summary['champion_uri']}` in `{summary['tracking_uri']}`"]
     create_markdown_artifact("\n".join(lines), key="pipeline-summary", description=f"pipeline {summary['name']}")
 

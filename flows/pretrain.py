@@ -8,6 +8,12 @@ trains with Ray Train (`RAY_ADDRESS` or `scaling.ray_address` for an existing cl
 to MLflow (`MLFLOW_TRACKING_URI` or the project-local SQLite store), registers the model with the
 alias `candidate`, and publishes a Prefect artifact with the run and the registered version.
 A job that did not finish is resumed from its latest checkpoint by the next run of the same spec.
+
+One run per job at a time: `pretrain` holds the job folder's lock (`<storage>/<name>-<fingerprint>/.lmpipe.lock`,
+`tasks.common.lock`) from before tokenizing until the model is registered, and `tokenize` holds the token
+folder's. A second run of the same spec (a deployment and a pipeline, a daily job that outlasts its day) fails at
+once with `OutputLocked`, naming the holder's pid, host, start and Prefect flow run, instead of training into the
+same checkpoint folder; `LMPIPE_LOCK_WAIT_S=<seconds>` makes it wait for the holder instead.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from prefect.context import get_run_context
 from data_specs import PretrainSpec, canonical_json, fingerprint, load_pretrain_spec
 from flows.timeouts import flow_timeout
 from tasks.common.durable import fsync_tree, write_bytes_durably
+from tasks.common.lock import output_lock
 
 CANDIDATE = "candidate"
 
@@ -170,8 +177,9 @@ def tokenize(spec_path: str) -> dict[str, Any]:
     if init is not None and not init.has_tokenizer and not spec.tokenizer.existing:
         check([f"model.init_from {init.ref!r} ships no tokenizer.json: set tokenizer.existing to its tokenizer "
                "(a newly trained vocabulary would not match the checkpoint's embeddings)"])
-    tokenizer_dir = train_tokenizer_task(spec, init.path if init is not None and init.has_tokenizer else None)
-    manifest = build_token_shards_task(spec, tokenizer_dir)
+    with output_lock(spec.data.tokens):  # one writer of the tokenizer and token shards at a time
+        tokenizer_dir = train_tokenizer_task(spec, init.path if init is not None and init.has_tokenizer else None)
+        manifest = build_token_shards_task(spec, tokenizer_dir)
     rows = [
         f"| {split} | {m['sequences']:,} | {m['tokens']:,} | "
         + ", ".join(f"{k}: {v:,}" for k, v in m["tokens_by_source"].items()) + " |"
@@ -235,18 +243,33 @@ def _flat_params(spec: PretrainSpec) -> dict[str, str]:
 def pretrain(spec_path: str, new_run: bool = False) -> dict[str, Any]:
     """Tokenize, pretrain on Ray Train, and register the model in MLflow; returns a summary with its models:/ URI.
 
-    `new_run=True` starts a new job even if the latest job of this spec did not finish.
+    `new_run=True` starts a new job even if the latest job of this spec did not finish. Raises
+    `tasks.common.lock.OutputLocked` when another run holds this job (see the module docstring).
     """
-    import mlflow
-
-    from tasks.pretrain.core import JobState, check, job_dir, new_run_name, read_job_state, write_job_state
-    from tasks.pretrain.init_from import init_problems
-    from tasks.registry.tracking import ensure_experiment, git_commit, resolve_tracking_uri
-
     logger = get_run_logger()
     spec = _resolve_paths(load_pretrain_spec(spec_path))
     _preflight(spec)  # before any work: missing data, GPUs, CPUs, shapes, impossible batch
     init = init_checkpoint(spec)  # a checkpoint of another kind, or too few positions: refused before tokenizing
+    from tasks.pretrain.core import job_dir
+
+    spec_fp = pretrain_fingerprint(spec, init.weights_sha256 if init is not None else None)
+    storage = _abs(spec.scaling.storage_path or f"{spec.data.tokens}/runs")
+    jobs = job_dir(storage, spec.name, spec_fp)
+    with output_lock(jobs):  # held from the job state read to the registered model: one run trains this job
+        summary = _pretrain_locked(spec, spec_path, spec_fp, storage, jobs, init, new_run, logger)
+    _publish(summary, spec)
+    return summary
+
+
+def _pretrain_locked(spec: PretrainSpec, spec_path: str, spec_fp: str, storage: str, jobs: str, init: Any,
+                     new_run: bool, logger: Any) -> dict[str, Any]:
+    """Tokenize, train and register, with the job folder's lock held; returns the flow's summary."""
+    import mlflow
+
+    from tasks.pretrain.core import JobState, check, new_run_name, read_job_state, write_job_state
+    from tasks.pretrain.init_from import init_problems
+    from tasks.registry.tracking import ensure_experiment, git_commit, resolve_tracking_uri
+
     token_manifest = tokenize(spec_path)
     _preflight(spec, token_manifest)  # exact sequence counts now known
     if init is not None:
@@ -255,9 +278,6 @@ def pretrain(spec_path: str, new_run: bool = False) -> dict[str, Any]:
         logger.info("Continuing pretraining from %s (%s, weights sha256 %s…)", init.ref, init.path,
                     init.weights_sha256[:12])
 
-    spec_fp = pretrain_fingerprint(spec, init.weights_sha256 if init is not None else None)
-    storage = _abs(spec.scaling.storage_path or f"{spec.data.tokens}/runs")
-    jobs = job_dir(storage, spec.name, spec_fp)
     previous = read_job_state(jobs)
     resume = previous is not None and previous.status == "running" and not new_run
     run_name = previous.run_name if resume else new_run_name(spec.name, spec_fp)
@@ -320,7 +340,6 @@ def pretrain(spec_path: str, new_run: bool = False) -> dict[str, Any]:
         "resumed_from_step": outcome.resumed_from_step, "metrics": outcome.metrics, "model_dir": outcome.model_dir,
         "init_from": spec.model.init_from,  # None: trained from random weights
     }
-    _publish(summary, spec)
     return summary
 
 

@@ -2,6 +2,12 @@
 
     with output_lock("/data/corpus"):      # raises OutputLocked at once if another run holds it
         ...write shards, manifest...
+    with output_lock(job_folder, wait_s=600):   # or waits up to 10 min for the holder to finish
+
+Used by every run that writes a shared folder: curate (its output), tokenize (the token folder), pretrain (its
+job folder), each GLUE fine-tuning job (its job folder) and the pipeline (its run folder). A second run fails
+fast by default, naming the holder (pid, host, start, command, Prefect flow run id) and how to get past it;
+`wait_s` or `$LMPIPE_LOCK_WAIT_S` (seconds) makes it wait that long for the lock first, polling once a second.
 
 Local outputs: `fcntl.flock` on `<output>/.lmpipe.lock`. The kernel drops the lock when the holding
 process exits, SIGKILL and power loss included, so a crashed run never blocks the next one. The file
@@ -39,6 +45,7 @@ import json
 import os
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +55,8 @@ from typing import Any
 from fsspec.core import url_to_fs
 
 LOCK_NAME = ".lmpipe.lock"
+WAIT_ENV = "LMPIPE_LOCK_WAIT_S"  # seconds a run waits for a held lock before failing (default 0: fail fast)
+POLL_S = 1.0  # how often a waiting run tries again
 
 
 class OutputLocked(RuntimeError):
@@ -64,20 +73,64 @@ def locked_message(output: str, holder: dict[str, Any] | None, lock_path: str, r
 
 
 def describe_holder(holder: dict[str, Any] | None) -> str:
-    """'pid 123 on host h since 2026-12-01T14:00:00Z (lmpipe curate spec.yaml)', or a note when unknown."""
+    """'pid 123 on host h since 2026-12-01T14:00:00Z (lmpipe curate spec.yaml; Prefect flow run <id>)', or a
+    note when unknown."""
     if not holder:
         return "another process (it has not written its name yet)"
     text = f"pid {holder.get('pid')} on host {holder.get('host')} since {holder.get('since')}"
-    return f"{text} ({holder['command']})" if holder.get("command") else text
+    extra = [holder["command"]] if holder.get("command") else []
+    if holder.get("flow_run_id"):
+        extra.append(f"Prefect flow run {holder['flow_run_id']}")
+    return f"{text} ({'; '.join(extra)})" if extra else text
+
+
+def local_remedy(holder: dict[str, Any] | None) -> str:
+    """How to get past a held local lock: wait (here, with the variable), or stop the holder."""
+    stop = "stop that run"
+    if holder and holder.get("pid"):
+        stop += f" (`kill {holder['pid']}` on {holder.get('host')}"
+        stop += f", or `prefect flow-run cancel {holder['flow_run_id']}`)" if holder.get("flow_run_id") else ")"
+    return (f"wait for that run to end (set {WAIT_ENV}=<seconds> to have this run wait for it), or {stop}; "
+            "the lock goes with its process, so a killed run never blocks the next one")
+
+
+def lock_wait_s() -> float:
+    """Seconds to wait for a held lock: `$LMPIPE_LOCK_WAIT_S`, default 0 (fail fast)."""
+    raw = os.environ.get(WAIT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else 0.0
+    except ValueError:
+        raise ValueError(f"{WAIT_ENV}={raw!r}: use a number of seconds (0 fails at once)") from None
+    if value < 0:
+        raise ValueError(f"{WAIT_ENV}={raw!r}: use a number of seconds >= 0")
+    return value
+
+
+def current_flow_run_id() -> str | None:
+    """The Prefect flow run this process is in (for the holder record), or None outside a run.
+
+    Prefect is only asked when it is already imported: the lock adds no Prefect start-up to plain scripts.
+    """
+    if "prefect" not in sys.modules:
+        return None
+    try:
+        from prefect.runtime import flow_run
+
+        run_id = flow_run.id
+    except Exception:  # noqa: BLE001 - the name is a courtesy in the error message, never a reason to fail
+        return None
+    return str(run_id) if run_id else None
 
 
 def owner_record() -> dict[str, Any]:
-    """Who is taking the lock: pid, host, start time (UTC), command line and a unique token."""
+    """Who is taking the lock: pid, host, start time (UTC), command line, Prefect flow run id (None outside a
+    run) and a unique token."""
     return {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]) if sys.argv else "",
+        "flow_run_id": current_flow_run_id(),
         "token": uuid.uuid4().hex,
     }
 
@@ -96,37 +149,62 @@ def is_remote(output: str) -> bool:
 
 
 @contextmanager
-def output_lock(output: str) -> Iterator[dict[str, Any]]:
-    """Hold the output's exclusive lock for the `with` body; yields the owner record written into it."""
-    locker = _remote_lock if is_remote(output) else _local_lock
-    with locker(output) as owner:
+def output_lock(output: str, *, wait_s: float | None = None) -> Iterator[dict[str, Any]]:
+    """Hold the output's exclusive lock for the `with` body; yields the owner record written into it.
+
+    A held lock raises `OutputLocked` at once, or after waiting up to `wait_s` seconds (default:
+    `$LMPIPE_LOCK_WAIT_S`, else 0) for its holder to let go.
+    """
+    acquire = _remote_acquire if is_remote(output) else _local_acquire
+    wait = lock_wait_s() if wait_s is None else max(0.0, float(wait_s))
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            owner, release = acquire(output)
+            break
+        except OutputLocked as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if wait > 0:
+                    raise OutputLocked(f"{exc} (waited {wait:g} s)", exc.holder) from None
+                raise
+            time.sleep(min(POLL_S, left))
+    try:
         yield owner
+    finally:
+        release()
 
 
-@contextmanager
-def _local_lock(output: str) -> Iterator[dict[str, Any]]:
+def _local_acquire(output: str) -> tuple[dict[str, Any], Any]:
+    """Take the flock (or raise `OutputLocked` naming the holder); returns the owner record and the release."""
     root = output.removeprefix("file://")
     os.makedirs(root, exist_ok=True)
     path = os.path.join(root, LOCK_NAME)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            holder = _parse(os.pread(fd, 1 << 16, 0))
-            raise OutputLocked(locked_message(output, holder, path, "wait for that run to end"), holder) from None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = _parse(os.pread(fd, 1 << 16, 0))
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        raise OutputLocked(locked_message(output, holder, path, local_remedy(holder)), holder) from None
+    try:
         owner = owner_record()
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
+    except BaseException:
+        os.close(fd)  # closing drops the flock
+        raise
+
+    def release() -> None:
         try:
-            yield owner
-        finally:
             os.ftruncate(fd, 0)  # not ours any more: the next reader must not see a departed holder
             fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+        finally:
+            os.close(fd)
+
+    return owner, release
 
 
 def _pid_alive(pid: int) -> bool:
@@ -146,8 +224,8 @@ def _is_stale(holder: dict[str, Any] | None) -> bool:
     return not _pid_alive(holder["pid"])
 
 
-@contextmanager
-def _remote_lock(output: str) -> Iterator[dict[str, Any]]:
+def _remote_acquire(output: str) -> tuple[dict[str, Any], Any]:
+    """Create the lock object (or take a provably stale one over); returns the owner record and the release."""
     fs, root = url_to_fs(output)
     path = f"{root.rstrip('/')}/{LOCK_NAME}"
     url = f"{output.rstrip('/')}/{LOCK_NAME}"
@@ -162,7 +240,8 @@ def _remote_lock(output: str) -> Iterator[dict[str, Any]]:
             continue  # released since our create: try again
         holder = _parse(raw)
         if not _is_stale(holder):
-            remedy = "a remote lock outlives a crashed run: if that run is gone, delete the lock object"
+            remedy = (f"wait for that run to end (set {WAIT_ENV}=<seconds> to have this run wait for it); a remote "
+                      "lock outlives a crashed run: if that run is gone, delete the lock object")
             raise OutputLocked(locked_message(output, holder, url, remedy), holder)
         why = _take_over(fs, path, raw, data)
         if not why:
@@ -171,11 +250,12 @@ def _remote_lock(output: str) -> Iterator[dict[str, Any]]:
         remedy = (f"its holder is dead but the takeover did not go through ({why}); if no other run is starting, "
                   f"delete the lock object and {url}.takeover-*")
         raise OutputLocked(locked_message(output, holder, url, remedy), holder)
-    try:
-        yield owner
-    finally:
+
+    def release() -> None:
         if (_parse(_read_raw(fs, path) or b"") or {}).get("token") == owner["token"]:
             fs.rm(path)
+
+    return owner, release
 
 
 def _create(fs: Any, path: str, data: bytes) -> bool:

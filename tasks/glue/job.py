@@ -114,26 +114,54 @@ class SeedOutcome:
 
 
 def run_seed(*, task_name: str, seed: int, hp: FinetuneSpec, job_fp: str, eval_fp: str, jobs_root: str,
-             train_fn, predict_fn) -> SeedOutcome:
+             train_fn, predict_fn, wait_s: float | None = None) -> SeedOutcome:
     """Reuse the finished job `job_fp` (its predictions, or `predict_fn(model_dir)` -> (predictions, scores) on
     other dev rows), resume an unfinished one, or start it: `train_fn(run_name)` -> `FinetuneOutcome`. The
     job's state is written durably before and after training, so a crash anywhere leaves a job that the next
-    run resumes or reuses."""
-    from tasks.pretrain.core import JobState, new_run_name, read_job_state, read_json_or_none, write_job_state
+    run resumes or reuses.
+
+    One run per job: resuming or training holds the job folder's lock (`tasks.common.lock.output_lock`), so a
+    second GLUE run on the same job fails at once with `OutputLocked` naming the first (or waits `wait_s`, default
+    `$LMPIPE_LOCK_WAIT_S`) instead of training into the same checkpoint folder. Reusing a finished job needs no
+    lock: it only reads."""
+    from tasks.common.lock import output_lock
 
     jobs = os.path.join(jobs_root, job_fp)
+    reused = _reuse_finished(jobs, task_name, seed, eval_fp, predict_fn)
+    if reused is not None:
+        return reused
+    with output_lock(jobs, wait_s=wait_s):
+        reused = _reuse_finished(jobs, task_name, seed, eval_fp, predict_fn)  # finished while we waited
+        if reused is not None:
+            return reused
+        return _train_seed(jobs, task_name, seed, hp, job_fp, eval_fp, train_fn)
+
+
+def _reuse_finished(jobs: str, task_name: str, seed: int, eval_fp: str, predict_fn) -> SeedOutcome | None:
+    """The finished job's outcome (predicting new dev rows when they changed), or None when it has to train."""
+    from tasks.pretrain.core import read_job_state, read_json_or_none
+
     previous = read_job_state(jobs)
     stored = read_json_or_none(os.path.join(jobs, RESULT_FILE))
-    if previous is not None and previous.status == "finished" and stored and os.path.isdir(stored["model_dir"]):
-        same_rows = stored.get("eval_fp") == eval_fp
-        predictions, scores = ((stored["predictions"], stored.get("scores", {})) if same_rows
-                               else predict_fn(stored["model_dir"]))
-        log.info("%s seed %d: reusing finished job %s (%s)", task_name, seed, previous.run_name,
-                 "its dev predictions" if same_rows else "predicting the new dev rows with its model")
-        if not same_rows:
-            _write_result(jobs, {**stored, "eval_fp": eval_fp, "predictions": predictions, "scores": scores})
-        return SeedOutcome(seed, predictions, stored["model_dir"], previous.run_name, int(stored["final_step"]),
-                           reused=True, metrics=dict(stored.get("metrics", {})), scores=scores)
+    if not (previous is not None and previous.status == "finished" and stored and os.path.isdir(stored["model_dir"])):
+        return None
+    same_rows = stored.get("eval_fp") == eval_fp
+    predictions, scores = ((stored["predictions"], stored.get("scores", {})) if same_rows
+                           else predict_fn(stored["model_dir"]))
+    log.info("%s seed %d: reusing finished job %s (%s)", task_name, seed, previous.run_name,
+             "its dev predictions" if same_rows else "predicting the new dev rows with its model")
+    if not same_rows:
+        _write_result(jobs, {**stored, "eval_fp": eval_fp, "predictions": predictions, "scores": scores})
+    return SeedOutcome(seed, predictions, stored["model_dir"], previous.run_name, int(stored["final_step"]),
+                       reused=True, metrics=dict(stored.get("metrics", {})), scores=scores)
+
+
+def _train_seed(jobs: str, task_name: str, seed: int, hp: FinetuneSpec, job_fp: str, eval_fp: str,
+                train_fn) -> SeedOutcome:
+    """Resume the job's unfinished run or start one, then record it finished (the job's lock is held)."""
+    from tasks.pretrain.core import JobState, new_run_name, read_job_state, write_job_state
+
+    previous = read_job_state(jobs)
     resume = previous is not None and previous.status == "running"
     run_name = previous.run_name if resume else new_run_name(f"{task_name}-s{seed}", job_fp)
     write_job_state(jobs, JobState(run_name=run_name, status="running"))

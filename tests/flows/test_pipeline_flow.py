@@ -1,10 +1,12 @@
 """`lmpipe pipeline`: curate → tokenize + pretrain (tiny BERT, 2 Ray workers) → GLUE (bundled SST-2/RTE sample) →
 promote, as one Prefect flow with subflows. Real components: the Prefect test server, local Ray, MLflow on SQLite.
 
-Checked: every stage ran and the champion is the registered version; tags and the summary artifact on the flow
-run; a failed stage fails the run and registers/promotes nothing, and the rerun skips the finished stages; a
-pipeline process killed (SIGKILL, whole group) during pretraining completes on rerun without redoing curation or
-tokenization, resuming pretraining from its checkpoint."""
+Checked: every stage ran and the champion is the registered version; tags and the summary, data card and GLUE
+artifacts on the run's flow runs; a failed stage fails the run and registers/promotes nothing, and the rerun skips
+the finished stages; pretrain reading another corpus than curate writes is refused before any work; two runs of one
+spec started together: one runs (continuing a partial run of the curate stage alone), the other stops at once
+naming it, and one version is registered; a pipeline process killed (SIGKILL, whole group) during pretraining
+completes on rerun without redoing curation or tokenization, resuming pretraining from its checkpoint."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,8 +26,12 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from prefect.client.schemas.filters import (
+    FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId, FlowRunFilterTags,
+)
 
 from flows.pipeline import pipeline
+from tasks.pretrain.core import PreflightError
 from tests.conftest import FIXTURES, REPO
 from tests.flows.helpers import write_spec
 
@@ -85,11 +92,17 @@ def test_full_pipeline_then_failed_stage_resumes(tmp_path, mlflow_uri):
     assert str(client.get_model_version_by_alias("pipe-a-glue-rte", "champion").version) == "1"
 
     with get_client(sync_client=True) as prefect:
-        runs = prefect.read_flow_runs()
-        top = next(r for r in runs if f"spec:{out['fingerprint']}" in (r.tags or []))
+        (top,) = prefect.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[f"spec:{out['fingerprint']}"])))
         assert {"pipeline:pipe-a", "model:pipe-a", f"version:{champion.version}"} <= set(top.tags)
-        keys = {a.key for a in prefect.read_artifacts()}
-        assert {"pipeline-summary", "curate-data-card", "glue-table"} <= keys or {"pipeline-summary", "glue-table"} <= keys
+        # This run's own artifacts: the summary on the pipeline's run, the data card and GLUE table on its subflows'
+        children = prefect.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[top.id])))
+        ids = [top.id, *(r.id for r in children)]
+        artifacts = prefect.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        assert {"pipeline-summary", "curate-data-card", "glue-table"} <= {a.key for a in artifacts}
+        card = next(a for a in artifacts if a.key == "curate-data-card")
+        assert "no data card" not in str(card.data)  # the card itself, not the placeholder
 
     # Second run of the same specs, with the RTE folder gone: the GLUE stage fails before training anything.
     shutil.move(str(glue_dir / "RTE"), str(tmp_path / "RTE-away"))
@@ -105,6 +118,78 @@ def test_full_pipeline_then_failed_stage_resumes(tmp_path, mlflow_uri):
     assert set(again["timings"]) == {"glue", "promote"}
     assert again["stages"]["pretrain"]["version"] == "2"
     assert len(client.search_model_versions("name = 'pipe-a'")) == 2  # pretrain did not run again
+
+
+def test_pretrain_reading_another_corpus_is_refused_before_any_work(tmp_path, mlflow_uri):
+    spec = write_pipeline(tmp_path, "pipe-m", FIXTURES / "glue_sample")
+    pre = yaml.safe_load((tmp_path / "pretrain.yaml").read_text())
+    pre["data"]["curated"] = str(tmp_path / "elsewhere")
+    (tmp_path / "pretrain.yaml").write_text(yaml.safe_dump(pre))
+    with pytest.raises(PreflightError) as refused:
+        pipeline(str(spec))
+    message = str(refused.value)
+    for part in (str(tmp_path / "elsewhere"), str(tmp_path / "curated"), str(tmp_path / "pretrain.yaml"),
+                 str(tmp_path / "curate.yaml"), f"Set data.curated to {tmp_path / 'curated'}"):
+        assert part in message, message
+    assert not (tmp_path / "curated").exists() and not (tmp_path / "tokens").exists()  # nothing ran
+    assert not list((tmp_path / "state").rglob("run.json"))  # no run was started either
+
+
+def test_two_runs_of_one_spec_started_together_one_runs_and_the_other_stops_naming_it(tmp_path, mlflow_uri):
+    """Issue 16's test: two `lmpipe pipeline SPEC` started together. One runs; the other stops at once, naming
+    the first's pid, host and Prefect flow run. The completed run registered exactly one version. Before them, a
+    run of the curate stage alone left the run open (partial), and the full run continued it."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    spec = write_pipeline(tmp_path, "pipe-c", FIXTURES / "glue_sample")
+    glue = yaml.safe_load((tmp_path / "glue.yaml").read_text())
+    (tmp_path / "glue.yaml").write_text(yaml.safe_dump({**glue, "tasks": ["sst2"]}))  # one task: plumbing only
+
+    part = pipeline(str(spec), stages=["curate"])
+    assert (part["status"], part["remaining"]) == ("partial", ["pretrain", "glue", "promote"])
+    (state,) = (tmp_path / "state" / "pipeline").glob("pipe-c-*/run.json")
+    assert json.loads(state.read_text())["status"] == "partial"  # not complete: the next run continues it
+
+    # Both on the session's Prefect server (a temporary server each would only add start-up time)
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "400"}  # no wrapped messages
+    cmd = [str(Path(sys.executable).parent / "lmpipe"), "pipeline", str(spec)]
+    logs = [tmp_path / f"run-{i}.log" for i in range(2)]  # files, not pipes: a full pipe would stall a run
+    outs = [log.open("wb") for log in logs]
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+             for out in outs]
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        first_done = next(p for p in procs if p.poll() is not None)
+        other = next(p for p in procs if p is not first_done)
+        assert other.poll() is None, "both ended: neither waited for nor was stopped by the other"
+        loser_out = logs[procs.index(first_done)].read_text(encoding="utf-8", errors="replace")
+        assert first_done.returncode != 0, loser_out[-3000:]  # the one that stopped at once
+        other.wait(timeout=600)
+        winner_out = logs[procs.index(other)].read_text(encoding="utf-8", errors="replace")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        for out in outs:
+            out.close()
+    assert other.returncode == 0, winner_out[-4000:]
+    assert f"locked by pid {other.pid} on host {socket.gethostname()} since 20" in loser_out, loser_out[-3000:]
+    flow_run_id = re.search(r"Prefect flow run ([0-9a-f-]{36})", loser_out)
+    assert flow_run_id, loser_out[-3000:]
+    with get_client(sync_client=True) as prefect:  # the named flow run is the winner's pipeline run
+        named = prefect.read_flow_run(flow_run_id.group(1))
+        assert "pipeline:pipe-c" in named.tags and named.state.is_completed()
+
+    assert re.search(r"curate\s*│\s*skipped", winner_out), winner_out[-3000:]  # continued the partial run
+    run = json.loads(state.read_text())
+    assert (run["status"], run["attempts"]) == ("complete", 2), run
+    client = MlflowClient(mlflow_uri)
+    versions = client.search_model_versions("name = 'pipe-c'")
+    assert [str(v.version) for v in versions] == ["1"]  # one completed run, one registered version
+    assert str(client.get_model_version_by_alias("pipe-c", "champion").version) == "1"
 
 
 @pytest.mark.slow  # 252 s on the 2-core CI box; pretraining resume stays in the default suite through
