@@ -183,11 +183,12 @@ def tokenize(spec: Annotated[str, typer.Argument(help="Path to a pretrain spec Y
     from flows.pretrain import tokenize as tokenize_flow
     from tasks.pretrain.core import PreflightError
 
+    from tasks.common.lock import OutputLocked
+
     try:
         manifest = tokenize_flow(spec)
-    except PreflightError as exc:
-        console.print(f"[bold red]Cannot run[/]: {exc}")
-        raise typer.Exit(2) from exc
+    except (PreflightError, OutputLocked) as exc:
+        _refuse(exc)
     for split, m in manifest["splits"].items():
         console.print(f"{split}: {m['sequences']:,} sequences of {manifest['seq_len']} tokens "
                       f"({m['tokens']:,} tokens: {m['tokens_by_source']})")
@@ -204,11 +205,12 @@ def pretrain(
     from flows.pretrain import pretrain as pretrain_flow
     from tasks.pretrain.core import PreflightError
 
+    from tasks.common.lock import OutputLocked
+
     try:
         summary = pretrain_flow(spec, new_run=new_run)
-    except PreflightError as exc:
-        console.print(f"[bold red]Cannot run[/]: {exc}")
-        raise typer.Exit(2) from exc
+    except (PreflightError, OutputLocked) as exc:
+        _refuse(exc)
     m = summary["metrics"]
     console.print(f"trained {summary['final_step']} steps"
                   + (f" continuing {summary['init_from']}" if summary.get("init_from") else "")
@@ -292,6 +294,7 @@ def glue(
         console.print(f"[bold red]Invalid input[/]: {exc}")
         raise typer.Exit(2) from exc
     from flows.glue import glue as glue_flow
+    from tasks.common.lock import OutputLocked
     from tasks.glue.data import GlueDataError
 
     overrides = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "max_length": max_length, "seed": seed,
@@ -300,9 +303,8 @@ def glue(
         summary = glue_flow(model, tasks=task_list, spec_path=spec, data_dir=data_dir, name=name,
                             overrides={k: v for k, v in overrides.items() if v is not None}, metrics_json=metrics_json,
                             predict=predict, cpu=cpu)
-    except (GlueDataError, ValueError) as exc:  # PreflightError (Ray resources) is a ValueError
-        console.print(f"[bold red]Cannot run[/]: {exc}")
-        raise typer.Exit(2) from exc
+    except (GlueDataError, ValueError, OutputLocked) as exc:  # PreflightError (Ray resources) is a ValueError
+        _refuse(exc)
     _glue_table(summary)
 
 
@@ -377,12 +379,24 @@ def pipeline(
     from flows.pipeline import pipeline as pipeline_flow
     from tasks.pretrain.core import PreflightError
 
+    from tasks.common.lock import OutputLocked
+
     try:
         summary = pipeline_flow(spec, stages=chosen, fresh=fresh)
-    except (PreflightError, FileNotFoundError) as exc:
-        console.print(f"[bold red]Cannot run[/]: {exc}")
-        raise typer.Exit(2) from exc
-    _where_to_look(summary)
+    except (PreflightError, FileNotFoundError, OutputLocked) as exc:
+        _refuse(exc)
+    _where_to_look(summary)  # a partial run says so itself (the flow prints what is left)
+
+
+def _refuse(exc: BaseException) -> None:
+    """Print why the run cannot start (another run holds its folder, or the input cannot work) and exit 2."""
+    from rich.markup import escape
+
+    from tasks.common.lock import OutputLocked
+
+    heading = "Output locked" if isinstance(exc, OutputLocked) else "Cannot run"
+    console.print(f"[bold red]{heading}[/]: {escape(str(exc))}", soft_wrap=True)
+    raise typer.Exit(2) from exc
 
 
 def _running_services() -> dict[str, tuple[str, str]]:
