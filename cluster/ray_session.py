@@ -125,7 +125,7 @@ def shortfall(request: RayRequest, nodes: list[dict[str, float]],
 
 
 _STARTED: dict[str, float] | None = None  # the local Ray this module started: its {"CPU": n, "GPU": m}
-RAY_START_S: float | None = None  # seconds the last local start took (benchmarks/bench_pipeline.py reads it)
+RAY_STARTS_S: list[float] = []  # seconds each local start of this process took (benchmarks/bench_pipeline.py)
 
 
 def ensure_ray(request: RayRequest, tracking_uri: str | None) -> None:
@@ -157,7 +157,7 @@ def _start_local(request: RayRequest, tracking_uri: str | None) -> None:
 
     from cluster import ray_logging
 
-    global _STARTED, RAY_START_S
+    global _STARTED
     num_cpus = plan_local(request, os.cpu_count() or 1)
     # Ray renices its workers to 15 by default; in a local training job the workers *are* the job, and at nice 15
     # every idle-time blip of the driver, the Prefect server or the raylet preempts them (measured: about 5% of
@@ -167,7 +167,7 @@ def _start_local(request: RayRequest, tracking_uri: str | None) -> None:
     context = ray.init(num_cpus=num_cpus, include_dashboard=False,
                        runtime_env={"env_vars": worker_env(tracking_uri),
                                     "worker_process_setup_hook": ray_logging.quiet_local_workers})
-    RAY_START_S = time.perf_counter() - started
+    RAY_STARTS_S.append(time.perf_counter() - started)
     _STARTED = {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
     print(f"[lmpipe] Ray started locally ({num_cpus} CPUs); full logs in "
           f"{context.address_info['session_dir']}/logs", flush=True)

@@ -460,7 +460,7 @@ def _ensure_ray(scaling: ScalingSpec | GlueScalingSpec, tracking_uri: str | None
     fix = ("rerun with `--cpu` (lmpipe glue MODEL --cpu) or set scaling.use_gpu: false in the GLUE spec"
            if isinstance(scaling, GlueScalingSpec) else "set scaling.use_gpu: false in the pretrain spec")
     ray_session.ensure_ray(ray_session.request_for(scaling, stage=stage, cpu_fix=fix, jobs=jobs), tracking_uri)
-    RAY_START_S = ray_session.RAY_START_S
+    RAY_START_S = sum(ray_session.RAY_STARTS_S) if ray_session.RAY_STARTS_S else None  # a restart adds its own
 
 
 def concurrent_jobs(scaling: ScalingSpec | GlueScalingSpec, tracking_uri: str | None, wanted: int) -> int:
