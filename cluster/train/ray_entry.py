@@ -519,12 +519,13 @@ def _local_path(storage: str, run_name: str, name: str) -> str | None:
 
 def published_dir(storage: str, run_name: str) -> str:
     """Where the final model is published for registering: beside the checkpoints on a local storage; on a storage
-    URL, a folder of this driver (`<state root>/models/<run_name>`), since MLflow logs from local files."""
+    URL, a folder of this driver (`<state root>/models/<run_name>/final_model`, the layout `lmpipe gc` reads),
+    since MLflow logs from local files."""
     if not is_remote(storage):
         return str(Path(storage) / run_name / FINAL_MODEL_DIR)
     from tasks.common.state import state_path
 
-    return str(state_path("models", run_name))
+    return str(state_path("models", run_name, FINAL_MODEL_DIR))
 
 
 def _tokenizer_dir(tokens: Path, path: str | None) -> Path | None:

@@ -9,8 +9,9 @@ What lives there (each module names its own sub-folder):
     glue/runs/                            GLUE jobs, checkpoints and fine-tuned models (tasks.glue.task_run)
     pipeline/<name>-<fingerprint>/        a pipeline run's finished stages (flows.pipeline)
     services/                             pid files, logs and PREFECT_HOME of `lmpipe services` (flows.services)
-    models/<run>/                         a pretrained model published for registering when the run's
-                                          storage_path is a URL (cluster.train.ray_entry.published_dir)
+    models/<run>/final_model/             a pretrained model published for registering when the run's
+                                          storage_path is a URL (cluster.train.ray_entry.published_dir);
+                                          `lmpipe gc` keeps it like any run folder (registered, newest N)
     fingerprints/                         remembered file hashes, only when $LMPIPE_STATE_DIR is set
                                           (else the user cache, tasks.common.io)
 

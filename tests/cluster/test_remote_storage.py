@@ -35,7 +35,8 @@ def test_pretraining_on_a_storage_url_resumes_from_it(ray_local, tmp_path, monke
     filesystem, root = fs.FileSystem.from_uri(url)
     listed = [i.base_name for i in filesystem.get_file_info(fs.FileSelector(f"{root}/url-gpt"))]
     assert any(n.startswith("checkpoint_") for n in listed), listed  # written through the URL's filesystem
-    assert first.model_dir == published_dir(url, "url-gpt") == str(tmp_path / "state" / "models" / "url-gpt")
+    assert first.model_dir == published_dir(url, "url-gpt") == str(tmp_path / "state" / "models" / "url-gpt"
+                                                                    / "final_model")
     AutoModelForCausalLM.from_pretrained(first.model_dir)
 
     second = run_pretraining(train=_train(6), **common)  # same run name: resumed from the URL storage

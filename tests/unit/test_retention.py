@@ -196,3 +196,27 @@ def test_scan_reads_status_from_latest_json(tmp_path, monkeypatch):
     assert found[_run_name("nightly", 1)].size_bytes == 2 * 4020 + 2350
     roots, plan = plan_gc(1, f"sqlite:///{tmp_path}/m.db", [str(runs)])
     assert str(runs) in roots and {d.action for d in plan} == {"keep"}
+
+
+def test_models_published_from_a_storage_url_are_pruned_like_runs(home):
+    """A pretraining run on an s3:// storage publishes its final model under `<state>/models/<run>/final_model`
+    (`ray_entry.published_dir`); gc finds that root through the registered version and keeps the rule there."""
+    from cluster.train.ray_entry import published_dir
+
+    client = MlflowClient(home["uri"], registry_uri=home["uri"])
+    client.create_registered_model("nightly-s3")
+    published = {}
+    for night in range(1, 7):
+        name = _run_name("nightly-s3", night)
+        published[night] = Path(published_dir("s3://bucket/runs", name))
+        _files(published[night], {"config.json": 50, "model.safetensors": 2000})
+    mv = client.create_model_version("nightly-s3", source=str(published[1]),
+                                     tags={"lmpipe.source_dir": str(published[1])})
+    assert published[1].parent.parent == home["glue"].parent.parent / "models"
+    out = _gc()
+    assert str(published[1].parent.parent) in out
+    kept = _finished(published[1].parent.parent)
+    assert kept == sorted(_run_name("nightly-s3", n) for n in (1, 4, 5, 6))  # the registered one + newest KEEP
+    client.delete_model_version("nightly-s3", mv.version)
+    _gc()  # the root is remembered: still cleaned without a registered version
+    assert _finished(published[1].parent.parent) == sorted(_run_name("nightly-s3", n) for n in (4, 5, 6))
