@@ -14,7 +14,11 @@ Orchestration, measured where it happens:
 The rest is the stages' work (reading, cleaning, tokenizing, training steps, evaluation, registry writes).
 Median and spread over `--repeats` runs.
 
-Run: `.venv/bin/python benchmarks/bench_pipeline.py [--repeats 3]`
+Baseline and candidate (`--servers`): the same runs with Prefect's temporary server (what a plain
+`lmpipe pipeline` started before 599bfa7, and still does without `lmpipe services`) against a Prefect server that
+is already running (what `lmpipe services up` gives every later command), interleaved run by run.
+
+Run: `.venv/bin/python benchmarks/bench_pipeline.py [--repeats 3] [--servers]`
 """
 
 from __future__ import annotations
@@ -65,9 +69,10 @@ def write_specs(root: Path) -> Path:
     return path
 
 
-def one_run() -> dict:
+def one_run(prefect_api: str | None = None) -> dict:
     root = Path(tempfile.mkdtemp(prefix="lmpipe-bench-pipeline-"))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "LMPIPE_STATE_DIR": str(root / "state"),
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"},
+           **({"PREFECT_API_URL": prefect_api} if prefect_api else {}), "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "LMPIPE_STATE_DIR": str(root / "state"),
            "PREFECT_HOME": str(root / "prefect"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RAY_USAGE_STATS_ENABLED": "0",
            "PREFECT_LOGGING_LEVEL": "WARNING"}
@@ -89,21 +94,37 @@ def one_run() -> dict:
             "glue_score": r["glue_score"]}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
-    runs = []
-    for i in range(args.repeats):
-        runs.append(one_run())
-        r = runs[-1]
-        print(f"run {i + 1}: total {r['total']:.1f} s; " + ", ".join(f"{k} {v:.1f} s" for k, v in r["stages"].items())
-              + f"; orchestration {r['orchestration']:.1f} s ({r['orchestration'] / r['total']:.0%})", flush=True)
+def running_prefect_server(root: Path) -> tuple[subprocess.Popen, str]:
+    """A Prefect server on a free loopback port with its own PREFECT_HOME, up and healthy: what `lmpipe services`
+    runs (the bench does not touch the user's services)."""
+    import socket
+    import urllib.request
 
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(root / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                             "127.0.0.1", "--port", str(port), "--no-ui"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{api}/health", timeout=2)
+            return proc, api
+        except OSError:
+            time.sleep(1)
+    proc.kill()
+    raise SystemExit("the Prefect server did not come up")
+
+
+def report(label: str, runs: list[dict]) -> None:
     def med(xs: list[float]) -> str:
         return f"{statistics.median(xs):6.1f} [{min(xs):.1f}–{max(xs):.1f}]"
 
-    print(f"\nsample pipeline on {os.cpu_count()} cores, {args.repeats} runs, seconds: median [min–max]")
+    print(f"\nsample pipeline on {os.cpu_count()} cores, {len(runs)} runs, {label}; seconds: median [min–max]")
     print(f"{'total wall (new process)':34}{med([r['total'] for r in runs])}")
     for stage in runs[0]["stages"]:
         print(f"{'  stage ' + stage:34}{med([r['stages'][stage] for r in runs])}")
@@ -113,6 +134,39 @@ def main() -> None:
     print(f"{'  Ray start(s)':34}{med([r['ray_start'] for r in runs])}  ({runs[0]['ray_starts']} per run)")
     print(f"{'  Ray Train jobs to first step':34}{med([r['train_start'] for r in runs])}  ({runs[0]['jobs']} jobs)")
     print(f"{'work (the rest)':34}{med([r['total'] - r['orchestration'] for r in runs])}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--servers", action="store_true", help="also run each repeat against a running Prefect "
+                    "server, interleaved with the temporary-server runs")
+    args = ap.parse_args()
+    sides = {"temporary Prefect server (baseline)": None}
+    server = None
+    if args.servers:
+        server, api = running_prefect_server(Path(tempfile.mkdtemp(prefix="lmpipe-bench-prefect-")))
+        sides["running Prefect server (lmpipe services)"] = api
+    runs: dict[str, list[dict]] = {label: [] for label in sides}
+    try:
+        for i in range(args.repeats):
+            for label, api in sides.items():
+                r = one_run(api)
+                runs[label].append(r)
+                print(f"run {i + 1}, {label}: total {r['total']:.1f} s; "
+                      + ", ".join(f"{k} {v:.1f} s" for k, v in r["stages"].items())
+                      + f"; orchestration {r['orchestration']:.1f} s ({r['orchestration'] / r['total']:.0%})",
+                      flush=True)
+    finally:
+        if server is not None:
+            os.killpg(server.pid, 15)
+    for label, rs in runs.items():
+        report(label, rs)
+    if args.servers:
+        base, cand = runs.values()
+        ratios = [c["total"] / b["total"] for b, c in zip(base, cand)]
+        print(f"\nwall time, running server / temporary server (same repeat): median {statistics.median(ratios):.3f} "
+              f"[{min(ratios):.3f}–{max(ratios):.3f}] (same cores on both sides)")
 
 
 if __name__ == "__main__":
