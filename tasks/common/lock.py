@@ -224,6 +224,12 @@ def _is_stale(holder: dict[str, Any] | None) -> bool:
     return not _pid_alive(holder["pid"])
 
 
+def record_is_live(data: bytes) -> bool:
+    """Whether a lock file's bytes name a holder that may still run: empty (released) and a dead process on this
+    host are not; an unreadable record or another host's holder is (it cannot be proven gone)."""
+    return bool(data.strip()) and not _is_stale(_parse(data))
+
+
 def _remote_acquire(output: str) -> tuple[dict[str, Any], Any]:
     """Create the lock object (or take a provably stale one over); returns the owner record and the release."""
     fs, root = url_to_fs(output)

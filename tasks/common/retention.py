@@ -43,7 +43,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -51,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from tasks.common.lock import LOCK_NAME
+from tasks.common.lock import LOCK_NAME, record_is_live
 
 RUN_NAME = re.compile(r"^(?P<kind>.+)-(?P<fp>[0-9a-f]{8})-(?P<stamp>\d{8}T\d{6})-(?P<hex>[0-9a-f]{4})$")
 DOWNLOAD = re.compile(r"^model-[A-Za-z0-9_]{8}$")  # tempfile.mkdtemp(prefix="model-") in flows/glue.py
@@ -120,24 +119,7 @@ def lock_is_live(folder: str | Path) -> bool:
         return False
     except OSError:
         return True
-    if not data.strip():
-        return False
-    try:
-        holder = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return True
-    if not isinstance(holder, dict) or holder.get("host") != socket.gethostname():
-        return True
-    pid = holder.get("pid")
-    if not isinstance(pid, int):
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return record_is_live(data)
 
 
 def _locked_up_to(path: Path, root: Path) -> bool:
