@@ -124,7 +124,7 @@ def shortfall(request: RayRequest, nodes: list[dict[str, float]],
             f"{has}. Fix: {'; '.join(fixes)}.")
 
 
-_STARTED: dict[str, float] | None = None  # the local Ray this module started: its {"CPU": n, "GPU": m}
+_STARTED_CPUS: float | None = None  # logical CPUs of the local Ray this module started (None: not ours)
 RAY_STARTS_S: list[float] = []  # seconds each local start of this process took (benchmarks/bench_pipeline.py)
 
 
@@ -133,13 +133,13 @@ def ensure_ray(request: RayRequest, tracking_uri: str | None) -> None:
     can (before Ray Train starts, so nothing waits)."""
     import ray
 
-    global _STARTED
+    global _STARTED_CPUS
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = os.environ.get("RAY_ADDRESS") or request.address
     if ray.is_initialized():
-        if _STARTED is not None and not address and _STARTED["CPU"] < plan_local(request, os.cpu_count() or 1):
+        if _STARTED_CPUS is not None and not address and _STARTED_CPUS < plan_local(request, os.cpu_count() or 1):
             ray.shutdown()  # ours and too small for this stage: start it again, larger
-            _STARTED = None
+            _STARTED_CPUS = None
         else:
             _raise_if_unplaceable(request)
             return
@@ -157,7 +157,7 @@ def _start_local(request: RayRequest, tracking_uri: str | None) -> None:
 
     from cluster import ray_logging
 
-    global _STARTED
+    global _STARTED_CPUS
     num_cpus = plan_local(request, os.cpu_count() or 1)
     # Ray renices its workers to 15 by default; in a local training job the workers *are* the job, and at nice 15
     # every idle-time blip of the driver, the Prefect server or the raylet preempts them (measured: about 5% of
@@ -168,15 +168,15 @@ def _start_local(request: RayRequest, tracking_uri: str | None) -> None:
                        runtime_env={"env_vars": worker_env(tracking_uri),
                                     "worker_process_setup_hook": ray_logging.quiet_local_workers})
     RAY_STARTS_S.append(time.perf_counter() - started)
-    _STARTED = {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+    _STARTED_CPUS = float(num_cpus)
     print(f"[lmpipe] Ray started locally ({num_cpus} CPUs); full logs in "
           f"{context.address_info['session_dir']}/logs", flush=True)
 
 
 def train_worker_runtime_env(tracking_uri: str | None) -> dict[str, Any] | None:
     """`RunConfig.worker_runtime_env` for a Ray Train job: None when this process's Ray connection already
-    carries the workers' env (ensure_ray made it: an extra runtime_env would also keep the workers off Ray's
-    pre-started worker processes), else the env, for a Ray someone else connected (prefect-ray, a notebook)."""
+    carries the workers' env (ensure_ray made it), else the env, for a Ray someone else connected (prefect-ray,
+    a notebook)."""
     import ray
 
     env = worker_env(tracking_uri)

@@ -86,7 +86,8 @@ def preflight_resources(spec: GlueSpec, tracking_uri: str | None) -> None:
 
     jobs = 1
     if spec.search is not None:
-        jobs = min(len(spec.search.trials()), spec.search.max_concurrent or len(spec.search.trials()))
+        trials = len(spec.search.trials())
+        jobs = min(trials, spec.search.max_concurrent or trials)
     _ensure_ray(spec.scaling, tracking_uri, jobs=jobs)
 
 

@@ -113,7 +113,7 @@ def _resize() -> dict:
     out["bigger_cpus"] = ray.cluster_resources()["CPU"]
     out["bigger_new_node"] = ray.get_runtime_context().get_node_id() != first
     ray.shutdown()
-    ray_session._STARTED = None
+    ray_session._STARTED_CPUS = None
     started = time.monotonic()
     try:
         ray_session.ensure_ray(_req(num_workers=1, use_gpu=True), tracking_uri=None)
