@@ -125,7 +125,8 @@ def shortfall(request: RayRequest, nodes: list[dict[str, float]],
 
 
 _STARTED_CPUS: float | None = None  # logical CPUs of the local Ray this module started (None: not ours)
-RAY_STARTS_S: list[float] = []  # seconds each local start of this process took (benchmarks/bench_pipeline.py)
+_STOPPED = False  # stop_ray_jobs ran: this process is ending its flow, no Ray is started or joined again
+RAY_STARTS: list[tuple[float, float]] = []  # wall clock of each local start of this process and of its end (bench)
 
 
 def ensure_ray(request: RayRequest, tracking_uri: str | None) -> None:
@@ -134,6 +135,9 @@ def ensure_ray(request: RayRequest, tracking_uri: str | None) -> None:
     import ray
 
     global _STARTED_CPUS
+    if _STOPPED:
+        raise RayResourceError("Ray was stopped in this process (stop_ray_jobs: the flow timed out or was "
+                               "interrupted); start a new run")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = os.environ.get("RAY_ADDRESS") or request.address
     if ray.is_initialized():
@@ -163,14 +167,30 @@ def _start_local(request: RayRequest, tracking_uri: str | None) -> None:
     # every idle-time blip of the driver, the Prefect server or the raylet preempts them (measured: about 5% of
     # fine-tuning throughput on 2 cores). The local raylet reads this when it starts.
     os.environ.setdefault("RAY_worker_niceness", "0")
-    started = time.perf_counter()
+    started = time.time()
     context = ray.init(num_cpus=num_cpus, include_dashboard=False,
                        runtime_env={"env_vars": worker_env(tracking_uri),
                                     "worker_process_setup_hook": ray_logging.quiet_local_workers})
-    RAY_STARTS_S.append(time.perf_counter() - started)
+    RAY_STARTS.append((started, time.time()))
     _STARTED_CPUS = float(num_cpus)
     print(f"[lmpipe] Ray started locally ({num_cpus} CPUs); full logs in "
           f"{context.address_info['session_dir']}/logs", flush=True)
+
+
+def stop_ray_jobs() -> None:
+    """End every Ray Train job this process started, now: disconnect from Ray (a local Ray this module started
+    stops with it), so the jobs' controllers and workers, actors of this driver, go too, and the threads blocked
+    in their `fit()` raise. For a flow timeout or Ctrl-C while jobs run in task threads, which Python cannot
+    interrupt and the task runner would otherwise wait for."""
+    import ray
+
+    global _STARTED_CPUS, _STOPPED
+    _STOPPED = True  # a task thread that had not reached `fit()` yet must not start a new Ray
+    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"  # nor its first `ray.put`
+    if ray.is_initialized():
+        print("[lmpipe] stopping the Ray Train jobs in flight", flush=True)
+        ray.shutdown()
+    _STARTED_CPUS = None
 
 
 def train_worker_runtime_env(tracking_uri: str | None) -> dict[str, Any] | None:

@@ -104,6 +104,9 @@ class GlueScalingSpec(StrictModel):
                                      "$LMPIPE_STATE_DIR, else .lmpipe/glue/runs in the project.")
     max_failures: int = Field(3, ge=-1, description="Worker failures to recover from (-1 = unlimited).")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="'auto' = bf16 on GPU, fp32 on CPU.")
+    max_concurrent_tasks: int | None = Field(
+        None, ge=1, description="GLUE tasks fine-tuned at once (each its own Ray Train job), when no search is set: "
+        "null = as many jobs as the Ray cluster holds, 1 = one after another. Results do not depend on it.")
 
     @field_validator("storage_path")
     @classmethod

@@ -7,7 +7,7 @@
 `glue` resolves the model (a registered version is downloaded; a local folder is used in place), opens one
 parent MLflow run, and runs each task as a Prefect task (`tasks.glue.task_run`: data, encoding, a Ray Train
 job per seed, a finished job reused, the official metrics, a nested MLflow run with the lineage and the dev
-predictions). Once every task succeeded it registers `<base>-glue-<task>` with the alias `candidate`, then
+predictions), as many tasks at once as the Ray cluster holds (`scaling.max_concurrent_tasks` caps it). Once every task succeeded it registers `<base>-glue-<task>` with the alias `candidate`, then
 `tasks.glue.evaluation` scores GLUE, checks contamination and stores the evaluation record that `promote`
 reads (`tasks.glue.promotion`). A Prefect table artifact and a markdown report put the model beside the
 current champion and published numbers. This module only wires those.
@@ -27,8 +27,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.runtime import flow_run as prefect_flow_run
 
+from cluster.ray_session import stop_ray_jobs
 from data_specs import SPECS_DIR, fingerprint, load_spec
 from data_specs.glue import FinetuneSpec, GlueSpec
+from flows.bounded import run_bounded
 from flows.timeouts import flow_timeout
 from tasks.glue.contamination_scan import scan_dev_sets
 from tasks.glue.evaluation import EvaluationContext, finish_evaluation, write_metrics_json
@@ -117,7 +119,8 @@ def glue(
     hps = {t: spec.for_task(t, **(overrides or {})) for t in task_names}
     preflight_data(task_names, spec, predict)
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.mlflow.tracking_uri or _default_uri()
-    preflight_resources(spec, tracking_uri)  # GPUs and CPUs, before a download or a Ray Train job waits
+    # GPUs and CPUs, before a download or a Ray Train job waits; how many tasks fine-tune at once
+    at_once = preflight_resources(spec, tracking_uri, n_tasks=len(task_names))
     experiment_id = ensure_experiment(spec.mlflow.experiment, tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     # Under the run storage, not /tmp: on a multi-node cluster that is the shared mount the workers read from.
@@ -143,9 +146,12 @@ def glue(
 
     per_task: dict[str, Any] = {}
     try:
-        for t in task_names:
-            per_task[t] = finetune_glue_task(t, base, hps[t], spec, parent_id, experiment_id, tracking_uri, lineage,
-                                             seeds=spec.seeds_for(t, (overrides or {}).get("seed")), predict=predict)
+        if at_once > 1:
+            logger.info("fine-tuning %d tasks at a time (scaling.max_concurrent_tasks: 1 runs them in turn)", at_once)
+        run_bounded(finetune_glue_task, task_names, lambda t: dict(
+            task_name=t, base=base, hp=hps[t], spec=spec, parent_run_id=parent_id, experiment_id=experiment_id,
+            tracking_uri=tracking_uri, lineage=lineage, seeds=spec.seeds_for(t, (overrides or {}).get("seed")),
+            predict=predict), at_once, per_task, on_abort=stop_ray_jobs)
         for t in task_names:  # every task succeeded: now, and only now, the task models are registered
             reg = register_glue_model_task(t, base, per_task[t]["model_dir"], per_task[t]["run_id"], tracking_uri,
                                            lineage, max_length=per_task[t]["max_length"])

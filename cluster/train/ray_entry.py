@@ -68,10 +68,10 @@ from data_specs.glue import FinetuneSpec, GlueScalingSpec
 from data_specs.pretrain import ModelSpec, ScalingSpec, TrainSpec
 
 FINAL_MODEL_DIR = "final_model"
-# Orchestration timings of this process, for benchmarks/bench_pipeline.py: how long the local Ray took to start
-# (None: joined or reused), and for each Ray Train job, seconds from `fit()` to its first optimizer step.
-RAY_START_S: float | None = None
-TRAIN_START_S: list[float] = []
+# Start-up windows of this process's Ray Train jobs, for benchmarks/bench_pipeline.py: the wall clock of `fit()`
+# and of the job's first optimizer step (concurrent GLUE jobs overlap: the benchmark counts their union; the
+# local Ray's own starts are in `cluster.ray_session.RAY_STARTS`).
+TRAIN_STARTS: list[tuple[float, float]] = []
 _HF_SUBDIR = "hf_model"  # inside the last checkpoint: the save_pretrained directory
 _RUN_META = "run_meta.json"  # inside each checkpoint: which invocation wrote it, where it resumed from, the layout
 
@@ -161,7 +161,7 @@ def run_pretraining(
 
     metrics = dict(result.metrics or {})
     if metrics.get("first_step_at"):
-        TRAIN_START_S.append(metrics["first_step_at"] - fit_at)
+        TRAIN_STARTS.append((fit_at, metrics["first_step_at"]))
     with result.checkpoint.as_directory() as ckpt_dir:
         _publish_model(Path(ckpt_dir) / _HF_SUBDIR, Path(model_dir), _tokenizer_dir(tokens, tok.get("path")))
     keys = ("train_loss", "first_val_loss", "val_loss", "val_ppl", "tokens_per_s", "mfu", "tokens_seen")
@@ -455,12 +455,10 @@ class _MlflowLogger:
 def _ensure_ray(scaling: ScalingSpec | GlueScalingSpec, tracking_uri: str | None, jobs: int = 1) -> None:
     """Start, join or resize Ray for `jobs` concurrent jobs of `scaling`'s size (`cluster.ray_session`), or raise
     `RayResourceError` with the fix when they can never be placed. Console output: `cluster.ray_logging`."""
-    global RAY_START_S
     stage = "GLUE (scaling)" if isinstance(scaling, GlueScalingSpec) else "pretrain (scaling)"
     fix = ("rerun with `--cpu` (lmpipe glue MODEL --cpu) or set scaling.use_gpu: false in the GLUE spec"
            if isinstance(scaling, GlueScalingSpec) else "set scaling.use_gpu: false in the pretrain spec")
     ray_session.ensure_ray(ray_session.request_for(scaling, stage=stage, cpu_fix=fix, jobs=jobs), tracking_uri)
-    RAY_START_S = sum(ray_session.RAY_STARTS_S) if ray_session.RAY_STARTS_S else None  # a restart adds its own
 
 
 def concurrent_jobs(scaling: ScalingSpec | GlueScalingSpec, tracking_uri: str | None, wanted: int) -> int:
@@ -470,14 +468,15 @@ def concurrent_jobs(scaling: ScalingSpec | GlueScalingSpec, tracking_uri: str | 
     `cpus_per_worker` CPUs, and `num_workers` GPUs with `use_gpu`; the Train controller takes none.
     """
     _ensure_ray(scaling, tracking_uri, jobs=wanted)
-    return jobs_that_fit(ray.cluster_resources(), scaling, wanted)
+    nodes = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
+    return jobs_that_fit(nodes, scaling, wanted)
 
 
-def jobs_that_fit(resources: dict[str, float], scaling: ScalingSpec | GlueScalingSpec, wanted: int) -> int:
-    """Jobs of `scaling`'s size that `resources` (Ray's CPU/GPU totals) hold at once, between 1 and `wanted`."""
-    fits = math.floor(resources.get("CPU", 0) / (scaling.num_workers * scaling.cpus_per_worker) + 1e-9)
-    if scaling.use_gpu:
-        fits = min(fits, math.floor(resources.get("GPU", 0) / scaling.num_workers))
+def jobs_that_fit(nodes: list[dict[str, float]], scaling: ScalingSpec | GlueScalingSpec, wanted: int) -> int:
+    """Jobs of `scaling`'s size that the Ray `nodes` (each a resource -> total dict) hold at once, between 1 and
+    `wanted`: a worker lives on one node, so CPUs left over on several nodes do not add up to a place."""
+    per_worker = {"CPU": scaling.cpus_per_worker, **({"GPU": 1.0} if scaling.use_gpu else {})}
+    fits = ray_session.placeable_workers(nodes, per_worker) // scaling.num_workers
     return max(1, min(wanted, fits))
 
 
@@ -627,7 +626,7 @@ def run_finetuning(
     result = _fit(_trainer(_finetune_worker, config, scaling, run_name, storage))
     metrics = dict(result.metrics or {})
     if metrics.get("first_step_at"):
-        TRAIN_START_S.append(metrics["first_step_at"] - fit_at)
+        TRAIN_STARTS.append((fit_at, metrics["first_step_at"]))
     with result.checkpoint.as_directory() as ckpt_dir:
         predictions = json.loads((Path(ckpt_dir) / PREDICTIONS_FILE).read_text())
         scores_file = Path(ckpt_dir) / SCORES_FILE

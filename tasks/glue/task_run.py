@@ -78,17 +78,29 @@ def preflight_data(task_names: list[str], spec: GlueSpec, predict: bool = False)
             load_test_rows(name, spec.data.dir)
 
 
-def preflight_resources(spec: GlueSpec, tracking_uri: str | None) -> None:
-    """Start or join Ray sized for the run's Ray Train jobs (a search's concurrent trials too), or raise
-    `RayResourceError` (a PreflightError, with the fix: `--cpu` where there is no GPU) before any download or
-    training; Ray Train itself would wait for ever for workers it cannot place."""
-    from cluster.train.ray_entry import _ensure_ray
+def tasks_wanted_at_once(spec: GlueSpec, n_tasks: int) -> int:
+    """How many of a run's `n_tasks` tasks to fine-tune at once: all of them (`scaling.max_concurrent_tasks`
+    caps it), or one when a search is set, whose concurrent trials fill the cluster instead."""
+    if spec.search is not None or n_tasks <= 1:
+        return 1
+    return min(n_tasks, spec.scaling.max_concurrent_tasks or n_tasks)
 
-    jobs = 1
+
+def preflight_resources(spec: GlueSpec, tracking_uri: str | None, n_tasks: int = 1) -> int:
+    """Start or join Ray sized for the run's Ray Train jobs (a search's concurrent trials, or `n_tasks`
+    concurrent tasks), or raise `RayResourceError` (a PreflightError, with the fix: `--cpu` where there is no GPU)
+    before any download or training; Ray Train itself would wait for ever for workers it cannot place.
+
+    Returns how many tasks run at once: those wanted (`tasks_wanted_at_once`) that the cluster holds together."""
+    from cluster.train.ray_entry import _ensure_ray, concurrent_jobs
+
+    jobs = tasks_wanted_at_once(spec, n_tasks)
     if spec.search is not None:
         trials = len(spec.search.trials())
         jobs = min(trials, spec.search.max_concurrent or trials)
     _ensure_ray(spec.scaling, tracking_uri, jobs=jobs)
+    wanted = tasks_wanted_at_once(spec, n_tasks)
+    return concurrent_jobs(spec.scaling, tracking_uri, wanted) if wanted > 1 else 1
 
 
 def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *, parent_run_id: str,

@@ -26,9 +26,14 @@ ROOT = Path(__file__).resolve().parents[2]
 LIMIT_S = 25
 
 
-def test_a_glue_run_past_its_limit_times_out_and_frees_its_slot(tmp_path):
+@pytest.mark.parametrize("tasks", [["rte"], pytest.param(["rte", "stsb"], marks=pytest.mark.slow)],
+                         ids=["one-task", "two-tasks-at-once"])
+def test_a_glue_run_past_its_limit_times_out_and_frees_its_slot(tmp_path, tasks):
+    """One task: the limit lands inside `fit()` (ray_entry._fit keeps it a timeout). Two tasks fine-tuning at
+    once in task threads: it lands in the flow's wait, and the jobs in flight are stopped (`stop_ray_jobs`),
+    else the task runner would wait for them."""
     spec = yaml.safe_load(open(ROOT / "data_specs/glue/tiny_cpu.yaml"))
-    spec["tasks"] = ["rte"]
+    spec["tasks"] = tasks
     spec["defaults"].update(epochs=500, max_length=16)  # minutes of training: only the limit ends it
     spec["scaling"] = {"num_workers": 1, "cpus_per_worker": 1.0, "storage_path": str(tmp_path / "runs")}
     (tmp_path / "glue.yaml").write_text(yaml.safe_dump(spec))
@@ -38,7 +43,7 @@ def test_a_glue_run_past_its_limit_times_out_and_frees_its_slot(tmp_path):
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "LMPIPE_STATE_DIR": str(tmp_path / "state"),
            "RAY_ADDRESS": ""}
     code = ("import sys; from prefect import tags; from flows.glue import glue\n"
-            f"with tags({tag!r}): glue({str(model)!r}, tasks=['rte'], spec_path={str(tmp_path / 'glue.yaml')!r}, "
+            f"with tags({tag!r}): glue({str(model)!r}, tasks={tasks!r}, spec_path={str(tmp_path / 'glue.yaml')!r}, "
             f"data_dir={str(data)!r})")
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -48,9 +53,20 @@ def test_a_glue_run_past_its_limit_times_out_and_frees_its_slot(tmp_path):
     assert "TimeoutError" in done.stderr or "timed out" in done.stderr.lower(), done.stderr[-3000:]
     assert took < LIMIT_S + 120, f"the command ran {took:.0f} s past a {LIMIT_S} s limit"
 
-    async def states() -> list[str]:
+    async def states() -> tuple[list[str], dict[str, tuple[str, float]]]:
         async with get_client() as client:
-            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
-            return [r.state.name for r in runs]
+            flow_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=[tag]))
+            runs = await client.read_flow_runs(flow_run_filter=flow_filter)
+            task_runs = await client.read_task_runs(flow_run_filter=flow_filter)
+            return [r.state.name for r in runs], {
+                t.name: (t.state.name, (t.start_time - runs[0].start_time).total_seconds() if t.start_time else None)
+                for t in task_runs if t.name.startswith("glue-")}
 
-    assert asyncio.run(states()) == ["TimedOut"]
+    flow_states, task_states = asyncio.run(states())
+    assert flow_states == ["TimedOut"]
+    assert set(task_states) == {f"glue-{t}" for t in tasks}
+    # none left Running; two tasks started together (at once, not in turn) and were stopped
+    assert all(state in ("Failed", "Crashed") for state, _ in task_states.values()), task_states
+    if len(tasks) > 1:
+        starts = [at for _, at in task_states.values()]
+        assert max(starts) - min(starts) < LIMIT_S / 2, task_states

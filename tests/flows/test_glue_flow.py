@@ -428,3 +428,52 @@ def test_a_grid_search_chooses_on_carved_rows_and_logs_every_trial(setup, tmp_pa
     assert chosen["concurrent"] == 2
     first, second = sorted(trials, key=lambda t: t.info.start_time)
     assert second.info.start_time < first.info.end_time
+
+
+def _glue_task_run_windows(flow_run_id: str) -> dict[str, tuple]:
+    """The start and end of each `glue-<task>` task run of a flow run, from the Prefect API."""
+    import asyncio
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+
+    return {r.name.removeprefix("glue-"): (r.start_time, r.end_time) for r in asyncio.run(read())
+            if r.name in ("glue-rte", "glue-stsb")}
+
+
+def _flow_run_of(uri: str, experiment: str, model_tag: str) -> str:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    parents = [r for r in client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+               if "mlflow.parentRunId" not in r.data.tags and r.data.tags.get("lmpipe.base_model") == model_tag]
+    return parents[0].data.tags["lmpipe.prefect_flow_run_id"]
+
+
+def test_tasks_fine_tune_at_once_and_score_as_one_after_another(setup, evaluated, tmp_path):
+    """Two 1-CPU tasks on a local Ray that holds two jobs fine-tune at once: their Prefect task runs overlap.
+    The same run with `scaling.max_concurrent_tasks: 1`, on fresh job folders (it trains, nothing is reused),
+    runs them in turn and scores exactly the same (last in the module: its records are another model's)."""
+    at_once = _glue_task_run_windows(_flow_run_of(setup["uri"], "lmpipe-glue", "models:/tiny-bert@candidate"))
+    assert set(at_once) == {"rte", "stsb"} and at_once["rte"][0] < at_once["stsb"][1] \
+        and at_once["stsb"][0] < at_once["rte"][1], f"the tasks ran in turn: {at_once}"
+
+    spec = yaml.safe_load(open(setup["spec"]))
+    spec["scaling"].update(max_concurrent_tasks=1, storage_path=str(tmp_path / "runs"))
+    (tmp_path / "glue.yaml").write_text(yaml.safe_dump(spec))
+    model = str(setup["root"] / "tiny-bert-0")  # v1's weights (models:/tiny-bert@candidate), as a folder
+    out = tmp_path / "metrics.json"
+    result = CliRunner().invoke(app, [
+        "glue", model, "--name", "tiny-bert-in-turn", "--tasks", "rte,stsb", "--data-dir", str(setup["glue_dir"]),
+        "--spec", str(tmp_path / "glue.yaml"), "--epochs", "2", "--lr", "1e-3", "--metrics-json", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    in_turn = json.loads(out.read_text())
+    assert in_turn["reused_seeds"] == {"rte": [], "stsb": []}
+    assert in_turn["tasks"] == evaluated["metrics"]["tasks"]
+    windows = _glue_task_run_windows(_flow_run_of(setup["uri"], "lmpipe-glue", model))
+    first, second = sorted(windows.values())
+    assert first[1] <= second[0], f"max_concurrent_tasks: 1 overlapped the tasks: {windows}"

@@ -179,6 +179,9 @@ def test_search_trials_run_concurrently_and_choose_as_sequential_ones_do():
     assert asked == [2]  # max_concurrent caps what is asked for
     assert (chosen["trial"], chosen["selection_score"], chosen["concurrent"]) == (1, 0.7, 2)
     one_cpu = ScalingSpec(num_workers=1, cpus_per_worker=1.0)
-    assert jobs_that_fit({"CPU": 2.0}, one_cpu, 18) == 2 and jobs_that_fit({"CPU": 0.5}, one_cpu, 18) == 1
-    assert jobs_that_fit({"CPU": 16.0, "GPU": 1.0}, ScalingSpec(num_workers=1, use_gpu=True), 18) == 1
-    assert jobs_that_fit({"CPU": 16.0}, ScalingSpec(num_workers=2, cpus_per_worker=0.5), 3) == 3
+    assert jobs_that_fit([{"CPU": 2.0}], one_cpu, 18) == 2 and jobs_that_fit([{"CPU": 0.5}], one_cpu, 18) == 1
+    assert jobs_that_fit([{"CPU": 16.0, "GPU": 1.0}], ScalingSpec(num_workers=1, use_gpu=True), 18) == 1
+    assert jobs_that_fit([{"CPU": 16.0}], ScalingSpec(num_workers=2, cpus_per_worker=0.5), 3) == 3
+    # places are per node: 1.5 CPUs left on each of two nodes hold two 1-CPU workers, not three
+    assert jobs_that_fit([{"CPU": 1.5}, {"CPU": 1.5}], one_cpu, 18) == 2
+    assert jobs_that_fit([{"CPU": 3.0}, {"CPU": 1.0}], ScalingSpec(num_workers=2, cpus_per_worker=1.0), 18) == 2
