@@ -12,7 +12,9 @@ Orchestration, measured where it happens, as wall-clock windows:
 - `train_start`: for each Ray Train job, from `TorchTrainer.fit()` to the end of its first optimizer step
   (controller and worker actors, imports in the workers, model build, data start-up).
 Orchestration is the union of those windows: GLUE tasks fine-tuned at once start together, and their
-overlapping start-ups are counted once. The rest is the stages' work (reading, cleaning, tokenizing, training
+overlapping start-ups are counted once. "While no job trains" leaves out the parts of it during which another
+Ray Train job takes optimizer steps (from its first step to `fit()` returning): with concurrent GLUE tasks, one
+task's start-up runs while the other trains. The rest is the stages' work (reading, cleaning, tokenizing, training
 steps, evaluation, registry writes). Median and spread over `--repeats` runs.
 
 Comparisons, each against its baseline in the same repeat, interleaved run by run:
@@ -81,6 +83,17 @@ def union_s(windows: list[tuple[float, float]]) -> float:
     return total
 
 
+def uncovered_s(windows: list[tuple[float, float]], covers: list[tuple[float, float]]) -> float:
+    """Seconds covered by `windows` and by none of `covers`."""
+    points = sorted({t for w in (*windows, *covers) for t in w})
+    total = 0.0
+    for a, b in zip(points, points[1:]):
+        mid = (a + b) / 2
+        if any(s <= mid < e for s, e in windows) and not any(s <= mid < e for s, e in covers):
+            total += b - a
+    return total
+
+
 def one_run(prefect_api: str | None = None, glue_scaling: dict | None = None) -> dict:
     root = Path(tempfile.mkdtemp(prefix="lmpipe-bench-pipeline-"))
     env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"},
@@ -99,12 +112,15 @@ def one_run(prefect_api: str | None = None, glue_scaling: dict | None = None) ->
     r = json.loads(out.read_text())
     total = time.time() - t0
     prefect = (r["t0"], r["started_at"])
-    ray_starts, train_starts = [tuple(w) for w in r["ray_starts"]], [tuple(w) for w in r["train_starts"]]
-    orchestration = union_s([prefect, *ray_starts, *train_starts])
+    ray_starts = [tuple(w) for w in r["ray_starts"]]
+    train_starts = [(fit, first) for fit, first, _ in r["train_starts"]]
+    training = [(first, end) for _, first, end in r["train_starts"]]  # some job takes optimizer steps
+    windows = [prefect, *ray_starts, *train_starts]
     return {"total": total, "stages": r["timings"], "prefect_start": prefect[1] - prefect[0],
             "ray_start": sum(b - a for a, b in ray_starts), "ray_starts": len(ray_starts),
             "train_start": union_s(train_starts), "train_start_sum": sum(b - a for a, b in train_starts),
-            "jobs": len(train_starts), "orchestration": orchestration, "glue_score": r["glue_score"]}
+            "jobs": len(train_starts), "orchestration": union_s(windows),
+            "orchestration_idle": uncovered_s(windows, training), "glue_score": r["glue_score"]}
 
 
 def running_prefect_server(root: Path) -> tuple[subprocess.Popen, str]:
@@ -166,6 +182,8 @@ def report(label: str, runs: list[dict]) -> None:
         print(f"{'  stage ' + stage:34}{med([r['stages'][stage] for r in runs])}")
     print(f"{'orchestration':34}{med([r['orchestration'] for r in runs])}  "
           f"= {statistics.median(r['orchestration'] / r['total'] for r in runs):.0%} of the total")
+    print(f"{'  of it while no job trains':34}{med([r['orchestration_idle'] for r in runs])}  "
+          f"= {statistics.median(r['orchestration_idle'] / r['total'] for r in runs):.0%} of the total")
     print(f"{'  imports + Prefect server start':34}{med([r['prefect_start'] for r in runs])}")
     print(f"{'  Ray start(s)':34}{med([r['ray_start'] for r in runs])}  ({runs[0]['ray_starts']} per run)")
     print(f"{'  Ray Train jobs to first step':34}{med([r['train_start'] for r in runs])}  ({runs[0]['jobs']} jobs; "

@@ -48,7 +48,7 @@ _add_services()
 def _use_services() -> None:
     """Runs before every command: point the run at the `lmpipe services` Prefect server when one runs and the
     shell has no PREFECT_API_URL (LMPIPE_USE_SERVICES=0 keeps a temporary server)."""
-    from flows.services import use_running_prefect
+    from tasks.services.servers import use_running_prefect
 
     api = use_running_prefect()
     if api:
@@ -401,7 +401,8 @@ def _refuse(exc: BaseException) -> None:
 
 def _running_services() -> dict[str, tuple[str, str]]:
     """Service name -> (URL, env.sh path) of the `lmpipe services` servers that run now, on the ports they use."""
-    from flows.services import default_state_dir, is_alive, read_info
+    from tasks.services.processes import is_alive, read_info
+    from tasks.services.servers import default_state_dir
 
     state = default_state_dir()
     out = {}

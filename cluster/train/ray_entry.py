@@ -68,10 +68,10 @@ from data_specs.glue import FinetuneSpec, GlueScalingSpec
 from data_specs.pretrain import ModelSpec, ScalingSpec, TrainSpec
 
 FINAL_MODEL_DIR = "final_model"
-# Start-up windows of this process's Ray Train jobs, for benchmarks/bench_pipeline.py: the wall clock of `fit()`
-# and of the job's first optimizer step (concurrent GLUE jobs overlap: the benchmark counts their union; the
-# local Ray's own starts are in `cluster.ray_session.RAY_STARTS`).
-TRAIN_STARTS: list[tuple[float, float]] = []
+# Windows of this process's Ray Train jobs, for benchmarks/bench_pipeline.py: the wall clock of `fit()`, of the
+# job's first optimizer step and of `fit()` returning (concurrent GLUE jobs overlap: the benchmark counts their
+# union; the local Ray's own starts are in `cluster.ray_session.RAY_STARTS`).
+TRAIN_STARTS: list[tuple[float, float, float]] = []
 _HF_SUBDIR = "hf_model"  # inside the last checkpoint: the save_pretrained directory
 _RUN_META = "run_meta.json"  # inside each checkpoint: which invocation wrote it, where it resumed from, the layout
 
@@ -161,7 +161,7 @@ def run_pretraining(
 
     metrics = dict(result.metrics or {})
     if metrics.get("first_step_at"):
-        TRAIN_STARTS.append((fit_at, metrics["first_step_at"]))
+        TRAIN_STARTS.append((fit_at, metrics["first_step_at"], time.time()))
     with result.checkpoint.as_directory() as ckpt_dir:
         _publish_model(Path(ckpt_dir) / _HF_SUBDIR, Path(model_dir), _tokenizer_dir(tokens, tok.get("path")))
     keys = ("train_loss", "first_val_loss", "val_loss", "val_ppl", "tokens_per_s", "mfu", "tokens_seen")
@@ -626,7 +626,7 @@ def run_finetuning(
     result = _fit(_trainer(_finetune_worker, config, scaling, run_name, storage))
     metrics = dict(result.metrics or {})
     if metrics.get("first_step_at"):
-        TRAIN_STARTS.append((fit_at, metrics["first_step_at"]))
+        TRAIN_STARTS.append((fit_at, metrics["first_step_at"], time.time()))
     with result.checkpoint.as_directory() as ckpt_dir:
         predictions = json.loads((Path(ckpt_dir) / PREDICTIONS_FILE).read_text())
         scores_file = Path(ckpt_dir) / SCORES_FILE

@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flows.services import _live_members, read_info
+from tasks.services.processes import _live_members, read_info
 from tests.conftest import FIXTURES, REPO
 from tests.flows.helpers import free_port, services_cmd
 from tests.flows.test_pipeline_flow import write_pipeline

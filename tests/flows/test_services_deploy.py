@@ -25,7 +25,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from flows.services import _live_members, port_in_use, prefect_service, read_info, services_app
+from flows.services import services_app
+from tasks.services.processes import _live_members, port_in_use, read_info
+from tasks.services.servers import prefect_service
 from tests.flows.helpers import free_port, services_cmd
 
 REPO = Path(__file__).resolve().parents[2]

@@ -78,7 +78,7 @@ def test_the_summary_hint_names_the_ports_the_services_use(tmp_path: Path, monke
         (state / f"{name}.json").write_text(json.dumps({"port": port, "ui_url": f"http://127.0.0.1:{port}"}))
     monkeypatch.setenv("LMPIPE_STATE_DIR", str(tmp_path))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.setattr("flows.services.is_alive", lambda pid: pid == os.getpid())
+    monkeypatch.setattr("tasks.services.processes.is_alive", lambda pid: pid == os.getpid())
     printed: list[str] = []
     monkeypatch.setattr("flows.cli.console.print", lambda *a, **k: printed.append(" ".join(map(str, a))))
     _where_to_look({"name": "p", "fingerprint": "f", "stages": {}, "timings": {}, "tracking_uri": "sqlite:////x.db",

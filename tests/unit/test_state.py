@@ -19,7 +19,7 @@ from tests.conftest import REPO
 def test_every_default_follows_the_state_dir(tmp_path, monkeypatch):
     from flows.glue import load_glue_spec
     from flows.pipeline import _state_root
-    from flows.services import default_mlflow_dir, default_state_dir
+    from tasks.services.servers import default_mlflow_dir, default_state_dir
     from tasks.common.io import fingerprint_cache_dir
     from tasks.glue.task_run import storage_root
     from tasks.registry.tracking import default_tracking_uri

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.services import running_prefect_api, use_running_prefect
+from tasks.services.servers import running_prefect_api, use_running_prefect
 
 
 class _Health(BaseHTTPRequestHandler):

@@ -1,0 +1,1 @@
+"""Local services (`lmpipe services`): the servers and their processes."""
