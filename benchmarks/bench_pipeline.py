@@ -73,23 +73,13 @@ def write_specs(root: Path, glue_scaling: dict | None = None) -> Path:
     return path
 
 
-def union_s(windows: list[tuple[float, float]]) -> float:
-    """Seconds covered by at least one of the (start, end) wall-clock windows."""
-    total, reach = 0.0, float("-inf")
-    for start, end in sorted(windows):
-        if end > reach:
-            total += end - max(start, reach)
-            reach = end
-    return total
-
-
-def uncovered_s(windows: list[tuple[float, float]], covers: list[tuple[float, float]]) -> float:
-    """Seconds covered by `windows` and by none of `covers`."""
-    points = sorted({t for w in (*windows, *covers) for t in w})
+def covered_s(windows: list[tuple[float, float]], minus: list[tuple[float, float]] = ()) -> float:
+    """Seconds covered by at least one of the (start, end) wall-clock `windows` and by none of `minus`."""
+    points = sorted({t for w in (*windows, *minus) for t in w})
     total = 0.0
     for a, b in zip(points, points[1:]):
         mid = (a + b) / 2
-        if any(s <= mid < e for s, e in windows) and not any(s <= mid < e for s, e in covers):
+        if any(s <= mid < e for s, e in windows) and not any(s <= mid < e for s, e in minus):
             total += b - a
     return total
 
@@ -97,7 +87,8 @@ def uncovered_s(windows: list[tuple[float, float]], covers: list[tuple[float, fl
 def one_run(prefect_api: str | None = None, glue_scaling: dict | None = None) -> dict:
     root = Path(tempfile.mkdtemp(prefix="lmpipe-bench-pipeline-"))
     env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"},
-           **({"PREFECT_API_URL": prefect_api} if prefect_api else {}), "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "LMPIPE_STATE_DIR": str(root / "state"),
+           **({"PREFECT_API_URL": prefect_api} if prefect_api else {}),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "LMPIPE_STATE_DIR": str(root / "state"),
            "PREFECT_HOME": str(root / "prefect"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RAY_USAGE_STATS_ENABLED": "0",
            "PREFECT_LOGGING_LEVEL": "WARNING"}
@@ -118,16 +109,17 @@ def one_run(prefect_api: str | None = None, glue_scaling: dict | None = None) ->
     windows = [prefect, *ray_starts, *train_starts]
     return {"total": total, "stages": r["timings"], "prefect_start": prefect[1] - prefect[0],
             "ray_start": sum(b - a for a, b in ray_starts), "ray_starts": len(ray_starts),
-            "train_start": union_s(train_starts), "train_start_sum": sum(b - a for a, b in train_starts),
-            "jobs": len(train_starts), "orchestration": union_s(windows),
-            "orchestration_idle": uncovered_s(windows, training), "glue_score": r["glue_score"]}
+            "train_start": covered_s(train_starts), "train_start_sum": sum(b - a for a, b in train_starts),
+            "jobs": len(train_starts), "orchestration": covered_s(windows),
+            "orchestration_idle": covered_s(windows, minus=training), "glue_score": r["glue_score"]}
 
 
 def running_prefect_server(root: Path) -> tuple[subprocess.Popen, str]:
     """A Prefect server on a free loopback port with its own PREFECT_HOME, up and healthy: what `lmpipe services`
     runs (the bench does not touch the user's services)."""
     import socket
-    import urllib.request
+
+    from tasks.services.processes import is_healthy
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -140,11 +132,9 @@ def running_prefect_server(root: Path) -> tuple[subprocess.Popen, str]:
     api = f"http://127.0.0.1:{port}/api"
     deadline = time.time() + 180
     while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{api}/health", timeout=2)
+        if is_healthy(f"{api}/health"):
             return proc, api
-        except OSError:
-            time.sleep(1)
+        time.sleep(1)
     proc.kill()
     raise SystemExit("the Prefect server did not come up")
 

@@ -206,11 +206,15 @@ def train_worker_runtime_env(tracking_uri: str | None) -> dict[str, Any] | None:
     return {"env_vars": env}
 
 
-def _raise_if_unplaceable(request: RayRequest) -> None:
+def alive_nodes() -> list[dict[str, float]]:
+    """Each live node's resource totals ({"CPU": 2.0, "GPU": 1.0, ...}) of the Ray this process is connected to."""
     import ray
 
-    nodes = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
-    problem = shortfall(request, nodes, _autoscaler_max())
+    return [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
+
+
+def _raise_if_unplaceable(request: RayRequest) -> None:
+    problem = shortfall(request, alive_nodes(), _autoscaler_max())
     if problem:
         raise RayResourceError(problem)
 

@@ -7,8 +7,9 @@
 `glue` resolves the model (a registered version is downloaded; a local folder is used in place), opens one
 parent MLflow run, and runs each task as a Prefect task (`tasks.glue.task_run`: data, encoding, a Ray Train
 job per seed, a finished job reused, the official metrics, a nested MLflow run with the lineage and the dev
-predictions), as many tasks at once as the Ray cluster holds (`scaling.max_concurrent_tasks` caps it). Once every task succeeded it registers `<base>-glue-<task>` with the alias `candidate`, then
-`tasks.glue.evaluation` scores GLUE, checks contamination and stores the evaluation record that `promote`
+predictions), as many tasks at once as the Ray cluster holds (`scaling.max_concurrent_tasks` caps it). Once
+every task succeeded it registers `<base>-glue-<task>` with the alias `candidate`, then `tasks.glue.evaluation`
+scores GLUE, checks contamination and stores the evaluation record that `promote`
 reads (`tasks.glue.promotion`). A Prefect table artifact and a markdown report put the model beside the
 current champion and published numbers. This module only wires those.
 """

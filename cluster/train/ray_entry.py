@@ -468,8 +468,7 @@ def concurrent_jobs(scaling: ScalingSpec | GlueScalingSpec, tracking_uri: str | 
     `cpus_per_worker` CPUs, and `num_workers` GPUs with `use_gpu`; the Train controller takes none.
     """
     _ensure_ray(scaling, tracking_uri, jobs=wanted)
-    nodes = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
-    return jobs_that_fit(nodes, scaling, wanted)
+    return jobs_that_fit(ray_session.alive_nodes(), scaling, wanted)
 
 
 def jobs_that_fit(nodes: list[dict[str, float]], scaling: ScalingSpec | GlueScalingSpec, wanted: int) -> int:

@@ -94,13 +94,11 @@ def preflight_resources(spec: GlueSpec, tracking_uri: str | None, n_tasks: int =
     Returns how many tasks run at once: those wanted (`tasks_wanted_at_once`) that the cluster holds together."""
     from cluster.train.ray_entry import _ensure_ray, concurrent_jobs
 
-    jobs = tasks_wanted_at_once(spec, n_tasks)
-    if spec.search is not None:
+    if spec.search is not None:  # tasks in turn; Ray sized for the concurrent trials
         trials = len(spec.search.trials())
-        jobs = min(trials, spec.search.max_concurrent or trials)
-    _ensure_ray(spec.scaling, tracking_uri, jobs=jobs)
-    wanted = tasks_wanted_at_once(spec, n_tasks)
-    return concurrent_jobs(spec.scaling, tracking_uri, wanted) if wanted > 1 else 1
+        _ensure_ray(spec.scaling, tracking_uri, jobs=min(trials, spec.search.max_concurrent or trials))
+        return 1
+    return concurrent_jobs(spec.scaling, tracking_uri, tasks_wanted_at_once(spec, n_tasks))  # ensures Ray first
 
 
 def evaluate_task(task_name: str, base: Any, hp: FinetuneSpec, spec: GlueSpec, *, parent_run_id: str,
